@@ -1,0 +1,243 @@
+"""Bytes → readings, in bulk. Bad input becomes a :class:`DeadLetter`, never an exception.
+
+Accepted shapes (JSON, message key = asset id):
+
+* wide:   ``{"asset_id": "pump-07", "ts": T, "values": {"<channel>": <number|null>, ...}}``
+* batch:  a JSON array of wide readings, or
+          ``{"asset_id": ..., "readings": [{"ts": T, "values": {...}}, ...]}``
+* narrow: ``{"asset_id": ..., "ts": T, "sensor": "<channel>", "value": <number>}``
+
+``T`` is epoch milliseconds (integer or float) or an ISO-8601 string with a
+zone. A ``null`` channel value means "not measured" (a missing sample), not an
+error. Channels the model does not know are ignored and counted.
+
+A message is accepted or dead-lettered as a whole at this stage; lateness is
+judged later, per reading, by the windowing step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import numpy as np
+
+from stream_ae.schemas import DeadLetter, DeadLetterReason, MessageLike
+
+_NAN = float("nan")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+#: |ts| beyond this (about 285,000 years) is rejected: keeps int64 grid arithmetic exact.
+TS_LIMIT_MS = 2**53
+
+
+class _Sample(msgspec.Struct):
+    ts: int | float | str
+    values: dict[str, float | None]
+
+
+class _Message(msgspec.Struct):
+    asset_id: str | None = None
+    ts: int | float | str | None = None
+    values: dict[str, float | None] | None = None
+    sensor: str | None = None
+    value: float | None = None
+    readings: list[_Sample] | None = None
+
+
+_decoder = msgspec.json.Decoder(_Message | list[_Message])
+
+
+class _Reject(Exception):
+    def __init__(self, reason: DeadLetterReason, error: str, asset: str | None = None) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+        self.asset = asset
+
+
+@dataclass
+class DecodedBatch:
+    """Readings of one consumed batch, column-wise.
+
+    ``values[i, c]`` is NaN where reading ``i`` did not carry channel ``c`` (narrow
+    readings carry one channel). ``msg_index[i]`` points into the batch's messages.
+    """
+
+    asset_ids: list[str]
+    ts_ms: np.ndarray  # (N,) int64
+    values: np.ndarray  # (N, C) float64
+    msg_index: np.ndarray  # (N,) int64
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    unknown_channels: Counter[str] = field(default_factory=Counter)
+    messages: int = 0
+
+    def __len__(self) -> int:
+        return len(self.asset_ids)
+
+
+def parse_ts(ts: int | float | str) -> int:
+    """Epoch ms (int/float) or ISO-8601 with a zone → epoch ms (floored). Raises ``_Reject``."""
+    if isinstance(ts, int):
+        return ts
+    if isinstance(ts, float):
+        if not math.isfinite(ts):
+            raise _Reject("non_finite", f"timestamp {ts!r} is not finite")
+        return math.floor(ts)
+    try:
+        dt = datetime.fromisoformat(ts)
+    except ValueError:
+        raise _Reject(
+            "schema_error", f"ts {ts!r} is neither epoch milliseconds nor ISO-8601"
+        ) from None
+    if dt.tzinfo is None:
+        raise _Reject("schema_error", f"ts {ts!r} has no time zone; add 'Z' or an offset")
+    # exact integer arithmetic: dt.timestamp() is a float and loses milliseconds
+    return (dt - _EPOCH) // _MS
+
+
+def _parse_ts(ts: int | float | str, asset: str) -> int:
+    try:
+        return parse_ts(ts)
+    except _Reject as rej:
+        rej.asset = asset
+        raise
+
+
+class ReadingDecoder:
+    """Decodes batches of messages against a fixed channel list (the model's)."""
+
+    def __init__(self, channels: Sequence[str], *, max_future_ms: int) -> None:
+        self.channels = list(channels)
+        self._index = {c: i for i, c in enumerate(self.channels)}
+        self.max_future_ms = max_future_ms
+
+    def decode(self, messages: Sequence[MessageLike], *, now_ms: int) -> DecodedBatch:
+        channels = self.channels
+        n_ch = len(channels)
+        assets: list[str] = []
+        stamps: list[int] = []
+        rows: list[list[float | None]] = []
+        owners: list[int] = []
+        dead: list[DeadLetter] = []
+        unknown: Counter[str] = Counter()
+        horizon = now_ms + self.max_future_ms
+        for i, msg in enumerate(messages):
+            raw = msg.value()
+            try:
+                if raw is None:
+                    raise _Reject("schema_error", "message has no value (tombstone)")
+                try:
+                    decoded = _decoder.decode(raw)
+                except msgspec.ValidationError as exc:
+                    text = str(exc)
+                    reason: DeadLetterReason = (
+                        "non_finite" if "out of range" in text else "schema_error"
+                    )
+                    raise _Reject(reason, text) from None
+                except msgspec.DecodeError as exc:
+                    raise _Reject("decode_error", str(exc)) from None
+                except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string
+                    raise _Reject("decode_error", str(exc)) from None
+                seen: Counter[str] = Counter()
+                readings = self._readings(decoded, seen)
+                for asset, ts, _ in readings:
+                    if ts > horizon:
+                        raise _Reject(
+                            "future_timestamp",
+                            f"ts {ts} is {ts - now_ms} ms ahead of the wall clock "
+                            f"(window.max_future_ms = {self.max_future_ms}); "
+                            "check the sender's clock",
+                            asset,
+                        )
+                    if not -TS_LIMIT_MS <= ts <= TS_LIMIT_MS:
+                        raise _Reject("schema_error", f"ts {ts} is out of range", asset)
+                for asset, ts, row in readings:
+                    assets.append(asset)
+                    stamps.append(ts)
+                    rows.append(row)
+                    owners.append(i)
+                unknown.update(seen)
+            except _Reject as rej:
+                dead.append(
+                    DeadLetter(
+                        reason=rej.reason,
+                        stage="decode",
+                        error=rej.error,
+                        value=raw or b"",
+                        key=msg.key(),
+                        source_topic=msg.topic() or "",
+                        source_partition=msg.partition() or 0,
+                        source_offset=msg.offset() or 0,
+                        asset_id=rej.asset,
+                    )
+                )
+        values = (
+            np.array(rows, dtype=np.float64).reshape(len(rows), n_ch)
+            if rows
+            else np.empty((0, n_ch), dtype=np.float64)
+        )
+        return DecodedBatch(
+            asset_ids=assets,
+            ts_ms=np.array(stamps, dtype=np.int64),
+            values=values,
+            msg_index=np.array(owners, dtype=np.int64),
+            dead_letters=dead,
+            unknown_channels=unknown,
+            messages=len(messages),
+        )
+
+    def _row(self, values: dict[str, float | None], unknown: Counter[str]) -> list[float | None]:
+        row = [values.get(c) for c in self.channels]
+        if len(values) > len(row) or any(k not in self._index for k in values):
+            for k in values:
+                if k not in self._index:
+                    unknown[k] += 1
+        return row
+
+    def _readings(
+        self, decoded: _Message | list[_Message], unknown: Counter[str]
+    ) -> list[tuple[str, int, list[float | None]]]:
+        items = decoded if isinstance(decoded, list) else [decoded]
+        if not items:
+            raise _Reject("schema_error", "empty array: no readings")
+        out: list[tuple[str, int, list[float | None]]] = []
+        for m in items:
+            asset = m.asset_id
+            if not asset:
+                raise _Reject("schema_error", "missing field 'asset_id'")
+            if m.readings is not None:
+                if not m.readings:
+                    raise _Reject("schema_error", "'readings' is empty", asset)
+                for s in m.readings:
+                    out.append((asset, _parse_ts(s.ts, asset), self._row(s.values, unknown)))
+                continue
+            if m.ts is None:
+                raise _Reject("schema_error", "missing field 'ts'", asset)
+            ts = _parse_ts(m.ts, asset)
+            if m.sensor is not None:
+                if m.value is None:
+                    raise _Reject("schema_error", "narrow reading without 'value'", asset)
+                idx = self._index.get(m.sensor)
+                if idx is None:
+                    unknown[m.sensor] += 1
+                    continue
+                row: list[float | None] = [_NAN] * len(self.channels)
+                row[idx] = m.value
+                out.append((asset, ts, row))
+            elif m.values is not None:
+                if not m.values:
+                    raise _Reject("schema_error", "'values' is empty", asset)
+                out.append((asset, ts, self._row(m.values, unknown)))
+            else:
+                raise _Reject(
+                    "schema_error",
+                    "no 'values', 'sensor'/'value' or 'readings': not a reading in any "
+                    "accepted shape",
+                    asset,
+                )
+        return out

@@ -1,0 +1,1 @@
+"""Input/output: the local Kafka broker and Kafka clients."""

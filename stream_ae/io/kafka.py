@@ -1,0 +1,484 @@
+"""The only module that talks to Kafka through confluent_kafka (besides the
+local broker's readiness probe).
+
+* :func:`client_config` builds every librdkafka dict from :class:`KafkaSettings`
+  (SASL/TLS pass through; secrets are unwrapped here and nowhere else).
+* :func:`check` turns a ``KafkaError`` into a :class:`KafkaIOError` naming topic,
+  partition and offset — the one helper for that.
+* Start-up steps that are idempotent (reaching the cluster, creating topics) retry
+  with tenacity; producing does not (librdkafka retries it itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from stream_ae.errors import KafkaIOError
+from stream_ae.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+_SECRET_KEYS = {"sasl.password", "ssl.key.password"}
+
+
+def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """librdkafka properties for any client, from the settings tree."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": kafka.client_id,
+        "security.protocol": kafka.security_protocol,
+    }
+    optional: dict[str, Any] = {
+        "sasl.mechanism": kafka.sasl_mechanism,
+        "sasl.username": kafka.sasl_username,
+        "sasl.password": kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+        "ssl.ca.location": kafka.ssl_ca_location,
+        "ssl.certificate.location": kafka.ssl_certificate_location,
+        "ssl.key.location": kafka.ssl_key_location,
+        "ssl.key.password": (
+            kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
+        ),
+    }
+    conf.update({k: v for k, v in optional.items() if v is not None})
+    conf.update(kafka.extra)
+    conf.update(overrides)
+    return conf
+
+
+def redacted(conf: dict[str, Any]) -> dict[str, Any]:
+    """A copy safe to log."""
+    return {k: ("***" if k in _SECRET_KEYS or "password" in k else v) for k, v in conf.items()}
+
+
+def check(
+    err: KafkaError | None,
+    what: str,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> None:
+    """Raise :class:`KafkaIOError` for a real error; ``None`` and partition EOF pass."""
+    if err is None or err.code() == KafkaError._PARTITION_EOF:
+        return
+    hint = ""
+    if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+        hint = "is the broker running? `stream-ae kafka status`; check kafka.bootstrap_servers"
+    elif err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        hint = "create the topics first: `stream-ae topics create`"
+    raise KafkaIOError(
+        f"{what}: {err.str()}", topic=topic, partition=partition, offset=offset, hint=hint
+    )
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning("attempt %d failed: %s; retrying", state.attempt_number, exc)
+
+
+def _retrying(attempts: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return retry(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        retry=retry_if_exception_type(KafkaIOError),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+# -- admin -------------------------------------------------------------------------------
+
+
+class Admin:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+        self._admin = AdminClient(client_config(kafka))
+
+    def wait_until_reachable(self, timeout_s: float = 5.0) -> None:
+        """Retry (bounded by ``kafka.connect_attempts``) until the cluster answers."""
+
+        @_retrying(self._kafka.connect_attempts)
+        def probe() -> None:
+            try:
+                self._admin.list_topics(timeout=timeout_s)
+            except KafkaException as exc:
+                raise KafkaIOError(
+                    f"cannot reach Kafka at {self._kafka.bootstrap_servers}: {exc}",
+                    hint="start the local broker with `stream-ae kafka up`, or set "
+                    "kafka.bootstrap_servers / STREAM_AE_KAFKA__BOOTSTRAP_SERVERS",
+                ) from None
+
+        probe()
+
+    def existing_topics(self) -> dict[str, int]:
+        md = self._admin.list_topics(timeout=10)
+        return {name: len(t.partitions) for name, t in md.topics.items()}
+
+    def ensure_topics(
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: int,
+        replication_factor: int,
+        config: dict[str, dict[str, str]] | None = None,
+    ) -> list[str]:
+        """Create the topics that do not exist yet; return the names created."""
+        existing = self.existing_topics()
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if not missing:
+            return []
+        futures = self._admin.create_topics(
+            [
+                NewTopic(
+                    t,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    config=(config or {}).get(t, {}),
+                )
+                for t in missing
+            ],
+            operation_timeout=30,
+        )
+        created = []
+        for topic, fut in futures.items():
+            try:
+                fut.result()
+                created.append(topic)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    check(err, "create topic", topic=topic)
+        return created
+
+    def delete_topics(self, topics: Sequence[str]) -> None:
+        for topic, fut in self._admin.delete_topics(list(topics), operation_timeout=30).items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    check(err, "delete topic", topic=topic)
+
+
+# -- producer ----------------------------------------------------------------------------
+
+
+class DeliveryFailed(KafkaIOError):
+    """A produced record was not acknowledged; offsets must not be committed past it."""
+
+
+class OutputProducer:
+    """Producer that remembers delivery failures, so a commit can refuse to go ahead."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        transactional_id: str | None = None,
+        linger_ms: int = 20,
+    ) -> None:
+        overrides: dict[str, Any] = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "compression.type": "lz4",
+        }
+        if transactional_id:
+            overrides["transactional.id"] = transactional_id
+        self._producer = Producer(client_config(kafka, **overrides))
+        self._failures: list[str] = []
+        self.transactional = transactional_id is not None
+        self.delivered = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+        else:
+            self.delivered += 1
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": self._on_delivery}
+        if headers:
+            kwargs["headers"] = headers
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        while True:
+            try:
+                self._producer.produce(topic, value, **kwargs)
+                return
+            except BufferError:
+                # local queue full: serve delivery callbacks and try again
+                self._producer.poll(0.1)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait for every record to be acknowledged; raise if any was not."""
+        left = self._producer.flush(timeout_s)
+        if left:
+            raise DeliveryFailed(
+                f"{left} records still unacknowledged after {timeout_s:.0f} s",
+                hint="the broker may be down; offsets were not committed, the next run "
+                "replays from the last commit",
+            )
+        self.raise_failures()
+
+    def raise_failures(self) -> None:
+        if self._failures:
+            first, n = self._failures[0], len(self._failures)
+            self._failures.clear()
+            raise DeliveryFailed(f"{n} records failed delivery, first: {first}")
+
+    # transactions (exactly-once mode)
+    def init_transactions(self, timeout_s: float = 30.0) -> None:
+        try:
+            self._producer.init_transactions(timeout_s)
+        except KafkaException as exc:
+            check(exc.args[0], "init transactions")
+
+    def begin(self) -> None:
+        self._producer.begin_transaction()
+
+    def commit_with_offsets(
+        self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float = 60.0
+    ) -> None:
+        try:
+            if offsets:
+                self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
+            self._producer.commit_transaction(timeout_s)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                self._producer.abort_transaction(timeout_s)
+            check(err, "commit transaction")
+        self.raise_failures()
+
+    def abort(self, timeout_s: float = 30.0) -> None:
+        self._producer.abort_transaction(timeout_s)
+
+
+# -- consumer ----------------------------------------------------------------------------
+
+_REBALANCING = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._STATE,
+}
+
+
+@dataclass
+class Rebalance:
+    """Callbacks a consumer calls with the partitions (numbers) of its topic."""
+
+    on_assign: Callable[[list[int]], None] | None = None
+    on_revoke: Callable[[list[int]], None] | None = None
+
+
+class InputConsumer:
+    """A consumer of one topic in a group, with manual commits."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        group_id: str,
+        *,
+        rebalance: Rebalance | None = None,
+        read_committed: bool = False,
+        from_beginning: bool = True,
+    ) -> None:
+        self.topic = topic
+        conf = client_config(
+            kafka,
+            **{
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.max.bytes": 52428800,
+                "max.partition.fetch.bytes": 10485760,
+                "queued.max.messages.kbytes": 262144,
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 1000,
+                "max.poll.interval.ms": 300000,
+            },
+        )
+        self._consumer = Consumer(conf)
+        self._rebalance = rebalance or Rebalance()
+        self._consumer.subscribe(
+            [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
+        )
+
+    def _assigned(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        if self._rebalance.on_assign:
+            self._rebalance.on_assign([p.partition for p in parts])
+
+    def _revoked(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        if self._rebalance.on_revoke:
+            self._rebalance.on_revoke([p.partition for p in parts])
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """A batch of good messages; a fatal consumer error raises."""
+        msgs = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        good = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                good.append(m)
+            elif err.fatal():
+                check(err, "consume", topic=m.topic(), partition=m.partition())
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer: %s", err.str())
+        return good
+
+    def commit(self, offsets: dict[int, int]) -> bool:
+        """Synchronously commit ``partition -> next offset to read``.
+
+        A commit refused because the group is rebalancing is skipped (returns
+        False): it is safe, the partition's next owner replays from the last
+        commit, and this process commits again at its next interval."""
+        if not offsets:
+            return True
+        tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() == KafkaError._NO_OFFSET:
+                return True
+            if err.code() in _REBALANCING:
+                log.info("commit skipped while the group rebalances: %s", err.str())
+                return False
+            check(err, "commit offsets", topic=self.topic)
+        return True
+
+    def offsets_for(self, offsets: dict[int, int]) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
+
+    def group_metadata(self) -> Any:
+        return self._consumer.consumer_group_metadata()
+
+    def assignment(self) -> list[int]:
+        return [tp.partition for tp in self._consumer.assignment()]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+# -- bounded reads (training from a topic, tests, the benchmark) ---------------------------
+
+
+def read_range(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    batch: int = 10_000,
+    idle_timeout_s: float = 5.0,
+    read_committed: bool = False,
+) -> Iterator[list[Message]]:
+    """Yield batches of messages of ``topic`` from ``start_ms`` (record timestamp;
+    None = beginning) up to the end offsets as they stand when the read starts
+    (``end_ms`` filters by record timestamp). Uses manual assignment, no group."""
+    conf = client_config(
+        kafka,
+        **{
+            "group.id": f"stream-ae-reader-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        },
+    )
+    consumer = Consumer(conf)
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+        tmeta = md.topics.get(topic)
+        if tmeta is None or tmeta.error is not None:
+            raise KafkaIOError(
+                "topic does not exist", topic=topic, hint="check the topic name or create it"
+            )
+        parts = sorted(tmeta.partitions)
+        ends: dict[int, int] = {}
+        for p in parts:
+            _lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends[p] = hi
+        if start_ms is None:
+            starts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts]
+        else:
+            starts = consumer.offsets_for_times(
+                [TopicPartition(topic, p, start_ms) for p in parts], timeout=10
+            )
+        todo = {tp.partition for tp in starts if tp.offset >= 0 and ends[tp.partition] > 0}
+        todo |= {p for p in parts if ends[p] > 0 and start_ms is None}
+        consumer.assign(starts)
+        last_progress = time.monotonic()
+        while todo:
+            msgs = consumer.consume(num_messages=batch, timeout=0.5)
+            out = []
+            for m in msgs:
+                if m.error():
+                    check(m.error(), "read", topic=topic, partition=m.partition())
+                    continue
+                p, off = m.partition() or 0, m.offset() or 0
+                if off >= ends[p]:
+                    todo.discard(p)
+                    continue
+                if off == ends[p] - 1:
+                    todo.discard(p)
+                if end_ms is not None and m.timestamp()[1] >= end_ms:
+                    todo.discard(p)
+                    continue
+                out.append(m)
+            if out:
+                last_progress = time.monotonic()
+                yield out
+            elif time.monotonic() - last_progress > idle_timeout_s:
+                break
+    finally:
+        consumer.close()
+
+
+def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
+    md = AdminClient(client_config(kafka)).list_topics(topic, timeout=10)
+    t = md.topics.get(topic)
+    return [] if t is None or t.error is not None else sorted(t.partitions)
+
+
+def iter_values(batches: Iterable[list[Message]]) -> Iterator[Message]:
+    for b in batches:
+        yield from b

@@ -1,0 +1,30 @@
+"""Counters the scorer keeps and logs; every reading lands in exactly one outcome."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Metrics:
+    messages: int = 0
+    readings: int = 0  # decoded and accepted at the decode stage
+    windows: int = 0
+    events: int = 0
+    quality_events: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by reason (messages)
+    unknown_channels: Counter[str] = field(default_factory=Counter)
+    model_swaps: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "readings": self.readings,
+            "windows": self.windows,
+            "events": self.events,
+            "quality_events": self.quality_events,
+            "dead_letters": dict(self.dead_letters),
+            "unknown_channels": dict(self.unknown_channels),
+        }

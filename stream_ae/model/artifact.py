@@ -1,0 +1,524 @@
+"""Model artifacts: ``<out_dir>/<version>/{model.safetensors, metadata.json}``.
+
+* Weights are stored with safetensors (never pickle / ``torch.load``) and their
+  sha256 is recorded in the metadata; loading refuses a file whose hash differs.
+* ``version`` is ``<UTC time %Y%m%dT%H%M%SZ>-<first 8 hex of the weights sha256>``,
+  so version names sort by creation time.
+* A directory holding several versions may contain a ``current`` file naming the
+  version to serve (see :func:`write_current_pointer`); without it the newest
+  version (by name) is used.
+* Writes are atomic: files go into a temporary sibling directory, are fsynced,
+  and the directory is renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from stream_ae.decide.threshold import ThresholdSpec
+from stream_ae.errors import ArtifactError, StreamAEError
+from stream_ae.model.autoencoders import ARCHITECTURES, build_model
+from stream_ae.model.scaler import ChannelScaler
+from stream_ae.model.scorer import Scorer
+
+__all__ = [
+    "CURRENT_FILE",
+    "METADATA_FILE",
+    "SCHEMA_VERSION",
+    "WEIGHTS_FILE",
+    "ArtifactMetadata",
+    "LoadedModel",
+    "TrainedModel",
+    "load_artifact",
+    "make_version",
+    "new_metadata",
+    "resolve_artifact_dir",
+    "save_artifact",
+    "sha256_file",
+    "weights_bytes",
+    "write_current_pointer",
+]
+
+SCHEMA_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+CURRENT_FILE = "current"
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_RETRAIN = "re-train the model or restore the artifact from a backup"
+
+
+class ArtifactMetadata(BaseModel):
+    """Everything needed to rebuild, verify and interpret a trained model.
+
+    Free-form sections: ``scaler`` (:meth:`ChannelScaler.to_dict`), ``threshold``
+    (:meth:`ThresholdSpec.to_dict`), ``training`` (data source, time range,
+    window counts, epochs, losses, wall time) and ``metrics`` (held-out scores).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    version: str = Field(pattern=_SAFE_NAME.pattern)
+    created_at: AwareDatetime
+    architecture: str
+    hparams: dict[str, int | float]
+    channels: list[str] = Field(min_length=1)
+    sample_period_ms: int = Field(gt=0)
+    window: int = Field(gt=0)
+    hop: int = Field(gt=0)
+    scaler: dict[str, Any]
+    threshold: dict[str, Any]
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    torch_version: str
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {v} is not supported (this stream_ae reads {SCHEMA_VERSION}); "
+                "use the stream_ae release that wrote it or re-train"
+            )
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, v: list[str]) -> list[str]:
+        if any(not c for c in v):
+            raise ValueError("channel names must be non-empty")
+        dupes = sorted({c for c in v if v.count(c) > 1})
+        if dupes:
+            raise ValueError(f"duplicate channel names {dupes}")
+        return v
+
+    @property
+    def threshold_spec(self) -> ThresholdSpec:
+        """The ``threshold`` section as a :class:`ThresholdSpec`."""
+        return ThresholdSpec.from_dict(self.threshold)
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels ``C``."""
+        return len(self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedModel:
+    """Result of :func:`stream_ae.model.train.fit_autoencoder`, ready to save.
+
+    ``model`` is on the CPU in eval mode; ``metadata`` is complete (its version
+    and ``weights_sha256`` describe the weights as returned).
+    """
+
+    model: nn.Module
+    scaler: ChannelScaler
+    metadata: ArtifactMetadata
+
+    @property
+    def threshold(self) -> ThresholdSpec:
+        """The calibrated threshold."""
+        return self.metadata.threshold_spec
+
+    def scorer(self, device: str = "auto", *, max_batch: int = 1024) -> Scorer:
+        """A :class:`Scorer` for this model (moves the model to ``device``)."""
+        return Scorer(self.model, self.scaler, device, max_batch=max_batch)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A verified artifact: metadata, model (eval mode, on the scorer's device), scorer."""
+
+    metadata: ArtifactMetadata
+    model: nn.Module
+    scorer: Scorer
+    path: Path
+
+    @property
+    def threshold(self) -> ThresholdSpec:
+        """The calibrated threshold."""
+        return self.metadata.threshold_spec
+
+
+def weights_bytes(model: nn.Module) -> bytes:
+    """Serialise the model's state dict to safetensors bytes (CPU, contiguous)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    data: bytes = safetensors.torch.save(tensors)
+    return data
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's contents, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_version(created_at: datetime, weights_sha256: str) -> str:
+    """``"20261125T190500Z-1a2b3c4d"``: UTC creation time + first 8 hex of the hash."""
+    return f"{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{weights_sha256[:8]}"
+
+
+def new_metadata(
+    model: nn.Module,
+    *,
+    architecture: str,
+    hparams: Mapping[str, int | float],
+    channels: Sequence[str],
+    sample_period_ms: int,
+    window: int,
+    hop: int,
+    scaler: ChannelScaler,
+    threshold: ThresholdSpec,
+    training: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> ArtifactMetadata:
+    """Build complete metadata for ``model``, hashing its serialised weights."""
+    created = (created_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    sha = hashlib.sha256(weights_bytes(model)).hexdigest()
+    return ArtifactMetadata(
+        version=make_version(created, sha),
+        created_at=created,
+        architecture=architecture,
+        hparams=dict(hparams),
+        channels=list(channels),
+        sample_period_ms=sample_period_ms,
+        window=window,
+        hop=hop,
+        scaler=scaler.to_dict(),
+        threshold=threshold.to_dict(),
+        training=_jsonable(dict(training or {})),
+        metrics=_jsonable(dict(metrics or {})),
+        weights_sha256=sha,
+        torch_version=torch.__version__,
+    )
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip through JSON so the metadata only holds JSON types (NaN -> None)."""
+    out: dict[str, Any] = json.loads(json.dumps(_clean(d), default=str, allow_nan=False))
+    return out
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Mapping):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item") and callable(v.item):  # numpy / torch scalars
+        try:
+            return _clean(v.item())
+        except (TypeError, ValueError):
+            return str(v)
+    return v
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_artifact(trained: TrainedModel, out_dir: Path) -> Path:
+    """Write ``<out_dir>/<version>/`` atomically and return that directory.
+
+    If the model's weights changed since training (so they no longer match
+    ``trained.metadata``), the hash and version are recomputed from the weights
+    actually written. Raises :class:`ArtifactError` if the version directory
+    already exists or the files cannot be written.
+    """
+    out_dir = Path(out_dir)
+    data = weights_bytes(trained.model)
+    sha = hashlib.sha256(data).hexdigest()
+    meta = trained.metadata
+    if sha != meta.weights_sha256:
+        meta = meta.model_copy(
+            update={"weights_sha256": sha, "version": make_version(meta.created_at, sha)}
+        )
+    final = out_dir / meta.version
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(
+            f"cannot create artifact directory {out_dir}: {exc.strerror or exc}",
+            hint="check the path and its permissions",
+        ) from exc
+    if final.exists():
+        raise ArtifactError(
+            f"artifact {final} already exists",
+            hint="it holds the same weights saved in the same second; use it or remove it",
+        )
+    tmp: Path | None = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{meta.version}-", dir=out_dir))
+        os.chmod(tmp, 0o755)
+        _write_synced(tmp / WEIGHTS_FILE, data)
+        _write_synced(tmp / METADATA_FILE, (meta.model_dump_json(indent=2) + "\n").encode())
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+        tmp = None
+        _fsync_dir(out_dir)
+    except OSError as exc:
+        raise ArtifactError(
+            f"cannot write artifact {final}: {exc.strerror or exc}",
+            hint="check free disk space and permissions of the output directory",
+        ) from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def write_current_pointer(out_dir: Path, version: str | Path) -> Path:
+    """Atomically make ``<out_dir>/current`` name ``version`` (a name or version dir)."""
+    out_dir = Path(out_dir)
+    name = version.name if isinstance(version, Path) else version
+    target = out_dir / name
+    if not _SAFE_NAME.match(name) or not (target / METADATA_FILE).is_file():
+        raise ArtifactError(
+            f"{target} is not an artifact version directory (no {METADATA_FILE})",
+            hint=f"pass the name of a version directory inside {out_dir}",
+        )
+    pointer = out_dir / CURRENT_FILE
+    fd, tmp_name = tempfile.mkstemp(prefix=".current-", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(f"{name}\n".encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, pointer)
+        _fsync_dir(out_dir)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise ArtifactError(f"cannot write {pointer}: {exc.strerror or exc}") from exc
+    return pointer
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def resolve_artifact_dir(path: Path) -> Path:
+    """Find the version directory ``path`` designates.
+
+    Accepted: a version directory (holds ``metadata.json``), one of its files, or
+    a parent directory holding a ``current`` pointer file or version
+    subdirectories (the newest by name is chosen).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(
+            f"model artifact {path} does not exist",
+            hint="check the path or train a model first",
+        )
+    if path.is_file():
+        if path.name in (METADATA_FILE, WEIGHTS_FILE):
+            return path.parent
+        if path.name == CURRENT_FILE:
+            return _follow_pointer(path)
+        raise ArtifactError(
+            f"{path} is not a model artifact",
+            hint=f"pass a version directory (with {METADATA_FILE}) or its parent",
+        )
+    if (path / METADATA_FILE).is_file():
+        return path
+    if (path / CURRENT_FILE).is_file():
+        return _follow_pointer(path / CURRENT_FILE)
+    versions = sorted(
+        d.name
+        for d in path.iterdir()
+        if not d.name.startswith(".") and d.is_dir() and (d / METADATA_FILE).is_file()
+    )
+    if not versions:
+        raise ArtifactError(
+            f"no model artifact found in {path}",
+            hint=(
+                f"expected {METADATA_FILE}, a '{CURRENT_FILE}' file or version "
+                "subdirectories; train a model first"
+            ),
+        )
+    return path / versions[-1]
+
+
+def _follow_pointer(pointer: Path) -> Path:
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"cannot read {pointer}: {exc}") from exc
+    target = pointer.parent / name
+    if not _SAFE_NAME.match(name) or not (target / METADATA_FILE).is_file():
+        raise ArtifactError(
+            f"{pointer} names {name!r}, which is not a version directory with {METADATA_FILE}",
+            hint="point it at an existing version (write_current_pointer) or remove it",
+        )
+    return target
+
+
+def _read_metadata(meta_path: Path) -> ArtifactMetadata:
+    try:
+        text = meta_path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{meta_path} is missing", hint=_RETRAIN) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"cannot read {meta_path}: {exc}", hint=_RETRAIN) from exc
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"{meta_path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+            hint=_RETRAIN,
+        ) from exc
+    try:
+        return ArtifactMetadata.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ArtifactError(f"{meta_path} has invalid metadata: {problems}", hint=_RETRAIN) from exc
+
+
+def _check_channels(path: Path, actual: list[str], expected: Sequence[str]) -> None:
+    expected = list(expected)
+    if actual == expected:
+        return
+    if sorted(actual) == sorted(expected):
+        detail = "the same channels in a different order"
+    else:
+        missing = [c for c in expected if c not in actual]
+        extra = [c for c in actual if c not in expected]
+        detail = f"missing from the model: {missing}; only in the model: {extra}"
+    raise ArtifactError(
+        f"artifact {path} was trained on channels {actual} but {expected} were expected ({detail})",
+        hint="configure the same channels, in the same order, or train a model for these",
+    )
+
+
+def load_artifact(
+    path: Path,
+    *,
+    device: str = "auto",
+    expected_channels: Sequence[str] | None = None,
+    max_batch: int = 1024,
+) -> LoadedModel:
+    """Load and verify a model artifact; see :func:`resolve_artifact_dir` for ``path``.
+
+    Checks, each failing with an :class:`ArtifactError` naming the path: metadata
+    present and valid, known architecture, channels equal ``expected_channels``
+    (when given), weights sha256 equal to the metadata, tensor names and shapes
+    equal to the rebuilt architecture. Weights are read once; the hash is
+    computed over exactly the bytes that are deserialised.
+    """
+    vdir = resolve_artifact_dir(Path(path))
+    meta_path = vdir / METADATA_FILE
+    meta = _read_metadata(meta_path)
+
+    if meta.architecture not in ARCHITECTURES:
+        raise ArtifactError(
+            f"{meta_path}: unknown architecture {meta.architecture!r} "
+            f"(this stream_ae knows {sorted(ARCHITECTURES)})",
+            hint="use the stream_ae release that wrote the artifact or re-train",
+        )
+    try:
+        scaler = ChannelScaler.from_dict(meta.scaler)
+        ThresholdSpec.from_dict(meta.threshold)  # validate now rather than at first use
+    except ArtifactError as exc:
+        raise ArtifactError(f"{meta_path}: {exc}") from exc
+    if scaler.n_channels != meta.n_channels:
+        raise ArtifactError(
+            f"{meta_path}: the scaler has {scaler.n_channels} channels but 'channels' "
+            f"lists {meta.n_channels}",
+            hint=_RETRAIN,
+        )
+    if expected_channels is not None:
+        _check_channels(vdir, meta.channels, expected_channels)
+
+    weights_path = vdir / WEIGHTS_FILE
+    try:
+        data = weights_path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"weights file {weights_path} is missing", hint=_RETRAIN) from exc
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {weights_path}: {exc.strerror or exc}") from exc
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != meta.weights_sha256:
+        raise ArtifactError(
+            f"sha256 mismatch for {weights_path}: the weights file was modified or corrupted "
+            f"(metadata says {meta.weights_sha256}, file hashes to {sha})",
+            hint=_RETRAIN,
+        )
+
+    try:
+        model = build_model(meta.architecture, meta.n_channels, meta.window, meta.hparams)
+    except StreamAEError as exc:
+        raise ArtifactError(f"{meta_path}: cannot rebuild the model: {exc}", hint=_RETRAIN) from exc
+    try:
+        tensors: dict[str, torch.Tensor] = safetensors.torch.load(data)
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise ArtifactError(
+            f"{weights_path} is not a readable safetensors file: {exc}", hint=_RETRAIN
+        ) from exc
+
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{weights_path} does not match architecture {meta.architecture!r}: "
+            f"missing tensors {missing}, unexpected tensors {unexpected}",
+            hint=_RETRAIN,
+        )
+    bad = [
+        f"{name}: file {tuple(tensors[name].shape)} {tensors[name].dtype}, "
+        f"model {tuple(ref.shape)} {ref.dtype}"
+        for name, ref in expected.items()
+        if tensors[name].shape != ref.shape or tensors[name].dtype != ref.dtype
+    ]
+    if bad:
+        raise ArtifactError(
+            f"{weights_path}: tensor shape mismatch with the metadata "
+            f"(channels={meta.n_channels}, window={meta.window}, hparams={meta.hparams}): "
+            + "; ".join(bad),
+            hint=_RETRAIN,
+        )
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{weights_path}: cannot load weights: {exc}", hint=_RETRAIN) from exc
+
+    scorer = Scorer(model, scaler, device, max_batch=max_batch)
+    return LoadedModel(metadata=meta, model=scorer.model, scorer=scorer, path=vdir)

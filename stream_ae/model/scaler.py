@@ -1,0 +1,131 @@
+"""Per-channel standardisation of ``(N, C, W)`` windows (numpy only).
+
+Models are trained and scored in scaled space so that channels with large units
+(e.g. pressure in Pa) do not dominate the reconstruction error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stream_ae.errors import ArtifactError, DataError
+
+__all__ = ["DEFAULT_EPS", "ChannelScaler"]
+
+#: Absolute floor for a channel's std. A constant training channel then scales by
+#: 1/eps, so any later deviation on it shows up as a very large error (it is
+#: anomalous: the channel never moved during training) instead of a division by 0.
+DEFAULT_EPS = 1e-6
+
+#: Relative floor (times ``|mean|``): below this a std is float32 rounding noise.
+_REL_EPS = 1e-6
+
+
+class ChannelScaler:
+    """``(x - mean[c]) / std[c]`` per channel ``c``; fitted on training windows.
+
+    ``mean`` and ``std`` are float64 arrays of shape ``(C,)``; ``std`` is already
+    floored (see :data:`DEFAULT_EPS`).
+    """
+
+    def __init__(
+        self,
+        mean: npt.ArrayLike,
+        std: npt.ArrayLike,
+        eps: float = DEFAULT_EPS,
+    ) -> None:
+        mean_arr = np.asarray(mean, dtype=np.float64).reshape(-1)
+        std_arr = np.asarray(std, dtype=np.float64).reshape(-1)
+        if mean_arr.shape != std_arr.shape or mean_arr.size == 0:
+            raise ValueError(
+                f"mean and std must be non-empty and of equal length, "
+                f"got {mean_arr.size} and {std_arr.size}"
+            )
+        if not (np.all(np.isfinite(mean_arr)) and np.all(np.isfinite(std_arr))):
+            raise ValueError("mean and std must be finite")
+        if not (eps > 0 and math.isfinite(eps)):
+            raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+        self.eps = float(eps)
+        self.mean = mean_arr
+        self.std = np.maximum(std_arr, np.maximum(self.eps, _REL_EPS * np.abs(mean_arr)))
+        # float32 broadcast forms used by transform(): (C, 1) against (N, C, W).
+        self._mean32 = self.mean.astype(np.float32)[:, None]
+        self._inv_std32 = (1.0 / self.std).astype(np.float32)[:, None]
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels ``C`` the scaler was fitted on."""
+        return int(self.mean.size)
+
+    @classmethod
+    def fit(cls, windows: npt.ArrayLike, eps: float = DEFAULT_EPS) -> ChannelScaler:
+        """Fit mean/std per channel over all windows and time steps of ``(N, C, W)``.
+
+        Overlapping windows count shared samples several times; with a regular hop
+        that weights all but the series' edges equally, which is good enough.
+        """
+        arr = np.asarray(windows)
+        if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[2] == 0:
+            raise DataError(
+                f"cannot fit the scaler on windows of shape {arr.shape}",
+                hint="expected a non-empty (N, C, W) array",
+            )
+        mean = arr.mean(axis=(0, 2), dtype=np.float64)
+        std = arr.std(axis=(0, 2), dtype=np.float64)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+            raise DataError(
+                "cannot fit the scaler: the training windows contain NaN or infinite values",
+                hint="fill or drop gaps before training",
+            )
+        return cls(mean, std, eps=eps)
+
+    def _check(self, x: npt.NDArray[Any]) -> None:
+        if x.ndim != 3 or x.shape[1] != self.n_channels:
+            raise DataError(
+                f"windows of shape {x.shape} do not match the scaler",
+                hint=f"expected (N, {self.n_channels}, W)",
+            )
+
+    def transform(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Scale raw ``(N, C, W)`` windows; returns a new float32 array."""
+        arr = np.asarray(x, dtype=np.float32)
+        self._check(arr)
+        out = np.subtract(arr, self._mean32, dtype=np.float32)
+        out *= self._inv_std32
+        return out
+
+    def inverse_transform(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Map scaled ``(N, C, W)`` windows back to raw units (float32)."""
+        arr = np.asarray(x, dtype=np.float32)
+        self._check(arr)
+        out = arr * self.std.astype(np.float32)[:, None]
+        out += self._mean32
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (lists of floats) stored in artifact metadata."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "eps": self.eps}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChannelScaler:
+        """Inverse of :meth:`to_dict`; raises :class:`ArtifactError` naming the bad field."""
+        try:
+            return cls(data["mean"], data["std"], eps=float(data.get("eps", DEFAULT_EPS)))
+        except KeyError as exc:
+            raise ArtifactError(
+                f"field 'scaler.{exc.args[0]}' is missing",
+                hint="re-train the model to write a valid artifact",
+            ) from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(
+                f"field 'scaler' is invalid: {exc}",
+                hint="re-train the model to write a valid artifact",
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"ChannelScaler(n_channels={self.n_channels}, eps={self.eps})"

@@ -1,0 +1,244 @@
+"""The pure pipeline: messages → (events, scores, data-quality events, dead letters).
+
+It composes decode → windowing → scoring → deciding and owns no I/O: the
+runtime loop (:mod:`stream_ae.service`) moves its outputs to Kafka, and tests
+drive it with plain objects. Time is an argument (``now_ms``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+import numpy as np
+
+from stream_ae.decide.events import Decider, quality_events
+from stream_ae.decode import DecodedBatch, ReadingDecoder
+from stream_ae.metrics import Metrics
+from stream_ae.schemas import (
+    AnomalyEvent,
+    DataQualityEvent,
+    DeadLetter,
+    MessageLike,
+    ScoreRecord,
+)
+from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
+
+
+class ScoreLike(Protocol):
+    @property
+    def scores(self) -> np.ndarray: ...  # (B,)
+
+    @property
+    def channel_shares(self) -> np.ndarray: ...  # (B, C)
+
+
+class WindowScorer(Protocol):
+    """Anything that scores ``(B, C, W)`` float32 windows (higher = more anomalous)."""
+
+    def score(self, windows: np.ndarray) -> ScoreLike: ...
+
+
+@dataclass
+class StepOutput:
+    events: list[AnomalyEvent] = field(default_factory=list)
+    scores: list[ScoreRecord] = field(default_factory=list)
+    quality: list[DataQualityEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    windows: int = 0
+    #: partition -> next offset after the last message of this batch
+    consumed: dict[int, int] = field(default_factory=dict)
+
+
+class _LateReading(msgspec.Struct):
+    asset_id: str
+    ts: int
+    values: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ModelBinding:
+    """What the pipeline needs of a loaded model."""
+
+    scorer: WindowScorer
+    decider: Decider
+    spec: GridSpec
+
+
+class Pipeline:
+    def __init__(
+        self,
+        model: ModelBinding,
+        *,
+        max_future_ms: int,
+        idle_timeout_ms: int | None = None,
+        publish_scores: bool = False,
+        track_marks: bool = False,
+    ) -> None:
+        self.model = model
+        self.decoder = ReadingDecoder(model.decider.channels, max_future_ms=max_future_ms)
+        self.windower = Windower(model.spec, idle_timeout_ms=idle_timeout_ms)
+        self.publish_scores = publish_scores
+        self.metrics = Metrics()
+        # Exactly-once support: start of the last scored window per (partition, asset).
+        # Windows at or before a mark were published before a restart and are skipped.
+        self.track_marks = track_marks
+        self.marks: dict[tuple[int, str], int] = {}
+        self.dirty_marks: set[tuple[int, str]] = set()
+        self.suppressed_windows = 0
+
+    @property
+    def channels(self) -> list[str]:
+        return self.decoder.channels
+
+    def step(self, messages: Sequence[MessageLike], *, now_ms: int) -> StepOutput:
+        out = StepOutput()
+        if not messages:
+            return out
+        decoded = self.decoder.decode(messages, now_ms=now_ms)
+        parts = np.fromiter((m.partition() or 0 for m in messages), np.int64, len(messages))
+        offs = np.fromiter((m.offset() or 0 for m in messages), np.int64, len(messages))
+        for p in np.unique(parts).tolist():
+            out.consumed[p] = int(offs[parts == p].max()) + 1
+        m = self.metrics
+        m.messages += len(messages)
+        m.readings += len(decoded)
+        m.unknown_channels.update(decoded.unknown_channels)
+        out.dead_letters.extend(decoded.dead_letters)
+        result = self.windower.process(
+            decoded.asset_ids,
+            parts[decoded.msg_index],
+            offs[decoded.msg_index],
+            decoded.ts_ms,
+            decoded.values,
+            now_ms=now_ms,
+        )
+        if result.late.any():
+            out.dead_letters.extend(self._late_letters(messages, decoded, result.late))
+        self._finish(result, out, now_ms)
+        return out
+
+    def tick(self, *, now_ms: int) -> StepOutput:
+        """Periodic work without new messages: close silent assets."""
+        out = StepOutput()
+        self._finish(self.windower.sweep_idle(now_ms), out, now_ms)
+        return out
+
+    def flush(self, *, now_ms: int) -> StepOutput:
+        """End of a bounded input: emit every window that can still be completed."""
+        out = StepOutput()
+        self._finish(self.windower.flush_all(), out, now_ms)
+        return out
+
+    def committable(self, consumed: dict[int, int]) -> dict[int, int]:
+        """Offsets safe to commit: never past the first reading an open window needs."""
+        safe = {}
+        for p, nxt in consumed.items():
+            pin = self.windower.committable(p)
+            safe[p] = nxt if pin is None else min(pin, nxt)
+        return safe
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _finish(self, result: StepResult, out: StepOutput, now_ms: int) -> None:
+        m = self.metrics
+        for d in out.dead_letters:
+            m.dead_letters[d.reason] += 1
+        windows = result.windows
+        if len(windows):
+            self._score(windows, out, now_ms)
+        if result.gaps:
+            q = quality_events(result.gaps, now_ms=now_ms, period_ms=self.model.spec.period_ms)
+            out.quality.extend(q)
+            m.quality_events += len(q)
+
+    def _score(self, windows: WindowBatch, out: StepOutput, now_ms: int) -> None:
+        if self.track_marks:
+            windows = self._skip_published(windows)
+            if not len(windows):
+                return
+        res = self.model.scorer.score(windows.values)
+        decider = self.model.decider
+        out.events.extend(decider.events(windows, res.scores, res.channel_shares, now_ms=now_ms))
+        if self.publish_scores:
+            out.scores.extend(decider.score_records(windows, res.scores))
+        out.windows += len(windows)
+        self.metrics.windows += len(windows)
+        self.metrics.events += len(out.events)
+
+    def _skip_published(self, windows: WindowBatch) -> WindowBatch:
+        marks = self.marks
+        keys = list(zip(windows.partitions.tolist(), windows.asset_ids, strict=True))
+        starts = windows.start_ms.tolist()
+        fresh = np.array([s > marks.get(k, -1) for k, s in zip(keys, starts, strict=True)], bool)
+        self.suppressed_windows += int((~fresh).sum())
+        for k, s, f in zip(keys, starts, fresh.tolist(), strict=True):
+            if f:
+                marks[k] = s  # windows of one asset arrive in increasing start order
+                self.dirty_marks.add(k)
+        return windows if fresh.all() else windows.select(fresh)
+
+    def forget_partitions(self, partitions: Sequence[int]) -> None:
+        """Drop windowing state and marks of partitions this process gave away."""
+        gone = set(partitions)
+        self.windower.revoke(gone)
+        self.marks = {k: v for k, v in self.marks.items() if k[0] not in gone}
+        self.dirty_marks = {k for k in self.dirty_marks if k[0] not in gone}
+
+    def _late_letters(
+        self, messages: Sequence[MessageLike], decoded: DecodedBatch, late: np.ndarray
+    ) -> list[DeadLetter]:
+        letters = []
+        owners = decoded.msg_index
+        late_idx = np.flatnonzero(late)
+        per_msg: dict[int, list[int]] = {}
+        for i in late_idx.tolist():
+            per_msg.setdefault(int(owners[i]), []).append(i)
+        total = np.bincount(owners, minlength=len(messages))
+        enc = msgspec.json.Encoder()
+        spec = self.model.spec
+        for mi, rows in per_msg.items():
+            msg = messages[mi]
+            partial = len(rows) < int(total[mi])
+            if partial:
+                value = enc.encode(
+                    [
+                        _LateReading(
+                            decoded.asset_ids[r],
+                            int(decoded.ts_ms[r]),
+                            {
+                                c: float(v)
+                                for c, v in zip(
+                                    self.channels, decoded.values[r].tolist(), strict=True
+                                )
+                                if not math.isnan(v)
+                            },
+                        )
+                        for r in rows
+                    ]
+                )
+            else:
+                value = msg.value() or b""
+            first = rows[0]
+            letters.append(
+                DeadLetter(
+                    reason="late",
+                    stage="windowing",
+                    error=(
+                        f"{len(rows)} of {int(total[mi])} readings arrived after their asset's "
+                        f"watermark (window.allowed_lateness_ms = {spec.lateness_ms}); "
+                        "raise the setting if such delays are normal"
+                    ),
+                    value=value,
+                    key=msg.key(),
+                    source_topic=msg.topic() or "",
+                    source_partition=msg.partition() or 0,
+                    source_offset=msg.offset() or 0,
+                    asset_id=decoded.asset_ids[first],
+                    partial=partial,
+                )
+            )
+        return letters

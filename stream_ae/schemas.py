@@ -1,0 +1,176 @@
+"""Wire contracts: anomaly events, score records, data-quality events, dead letters.
+
+All outgoing records are JSON (msgspec) with a ``schema_version``. Change a
+field's meaning only with a new version. The input side (readings in wide,
+batch and narrow form) is decoded in :mod:`stream_ae.decode`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+#: Namespace for deterministic event ids (uuid5).
+EVENT_NAMESPACE = uuid.UUID("6f1c9a52-3a8e-4c63-9a0b-1f7d2f0c5e11")
+
+Severity = Literal["warning", "high", "critical"]
+
+
+class MessageLike(Protocol):
+    """What the pure core needs from a consumed record (confluent_kafka.Message fits)."""
+
+    def value(self) -> bytes | None: ...
+    def key(self) -> bytes | None: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+
+
+class ChannelShare(msgspec.Struct, frozen=True):
+    channel: str
+    share: float
+
+
+class AnomalyEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One window judged anomalous. Published on ``maintenance.anomalies``, key = asset id.
+
+    ``event_id`` is a uuid5 of (asset, window start, window end, model version):
+    the same window scored by the same model always gets the same id, so a
+    consumer can drop the duplicates that at-least-once delivery may bring.
+    Times are epoch milliseconds (UTC); ``window_end_ms`` is exclusive.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str
+    asset_id: str
+    window_start_ms: int
+    window_end_ms: int
+    window_start: str
+    window_end: str
+    score: float
+    threshold: float
+    score_ratio: float
+    severity: Severity
+    top_channels: list[ChannelShare]
+    model_version: str
+    detected_at: str
+
+
+class ScoreRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Every scored window (optional ``scores`` topic), anomalous or not."""
+
+    schema_version: int = SCHEMA_VERSION
+    asset_id: str
+    window_start_ms: int
+    window_end_ms: int
+    score: float
+    threshold: float
+    model_version: str
+
+
+DataQualityKind = Literal["gap", "silent_asset"]
+
+
+class DataQualityEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A gap in an asset's data (no window spans it) or an asset that went silent."""
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str
+    kind: DataQualityKind
+    asset_id: str
+    start_ms: int
+    end_ms: int
+    detail: str
+    detected_at: str
+
+
+def event_id(*parts: object) -> str:
+    return str(uuid.uuid5(EVENT_NAMESPACE, "|".join(str(p) for p in parts)))
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds → ISO-8601 UTC with millisecond precision and a ``Z``."""
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+# Dead letters --------------------------------------------------------------------------
+
+DeadLetterReason = Literal[
+    "decode_error",  # bytes are not JSON (or not UTF-8)
+    "schema_error",  # JSON, but not a reading in any accepted shape
+    "non_finite",  # a value or timestamp out of the float range
+    "future_timestamp",  # stamped further ahead of the wall clock than window.max_future_ms
+    "late",  # arrived after its asset's watermark closed the reading's grid slot
+]
+
+DeadLetterStage = Literal["decode", "windowing"]
+
+H_REASON = "stream_ae.reason"
+H_STAGE = "stream_ae.stage"
+H_SOURCE_TOPIC = "stream_ae.source_topic"
+H_SOURCE_PARTITION = "stream_ae.source_partition"
+H_SOURCE_OFFSET = "stream_ae.source_offset"
+H_ERROR = "stream_ae.error"
+H_ASSET = "stream_ae.asset_id"
+H_PARTIAL = "stream_ae.partial"
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A message (or the late part of one) that could not be used, and why.
+
+    Produced to the dead-letter topic with ``value`` as the record value: the
+    original bytes, except when only some readings of a batch message were late,
+    where it is a JSON array of just those readings in wide form and the
+    ``stream_ae.partial`` header is ``true``. The reason, stage, source
+    topic/partition/offset and error text travel as headers.
+    """
+
+    reason: DeadLetterReason
+    stage: DeadLetterStage
+    error: str
+    value: bytes
+    key: bytes | None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    asset_id: str | None = None
+    partial: bool = False
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        h = [
+            (H_REASON, self.reason.encode()),
+            (H_STAGE, self.stage.encode()),
+            (H_SOURCE_TOPIC, self.source_topic.encode()),
+            (H_SOURCE_PARTITION, str(self.source_partition).encode()),
+            (H_SOURCE_OFFSET, str(self.source_offset).encode()),
+            (H_ERROR, self.error.encode("utf-8", "replace")[:1000]),
+        ]
+        if self.asset_id is not None:
+            h.append((H_ASSET, self.asset_id.encode("utf-8", "replace")))
+        if self.partial:
+            h.append((H_PARTIAL, b"true"))
+        return h
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(record: msgspec.Struct) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_event(data: bytes) -> AnomalyEvent:
+    return msgspec.json.decode(data, type=AnomalyEvent)
+
+
+def decode_quality_event(data: bytes) -> DataQualityEvent:
+    return msgspec.json.decode(data, type=DataQualityEvent)

@@ -1,0 +1,334 @@
+"""The scorer's runtime loop: poll → pipeline → produce → commit. Thin on purpose.
+
+Delivery (at-least-once, the default): outputs of a batch are produced, then at
+each commit interval the producer is flushed (every record acknowledged) and
+only then are offsets committed — and never past the first reading an open
+window still needs (:meth:`Pipeline.committable`). A crash at any point replays
+from the last commit; replayed windows produce events with the same
+``event_id``.
+
+Exactly-once (``scorer.exactly_once``): outputs, offsets and the scorer's
+"emitted up to" marks commit in one Kafka transaction. The marks (a compacted
+topic, key ``partition|asset``) let a restarted scorer recognise windows it
+already published while it replays from the pinned offset, so a
+``read_committed`` reader sees each event once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from stream_ae import schemas
+from stream_ae.decide.events import Decider
+from stream_ae.io.kafka import Admin, InputConsumer, OutputProducer, Rebalance, read_range
+from stream_ae.pipeline import ModelBinding, Pipeline, StepOutput
+from stream_ae.settings import Settings
+from stream_ae.windowing import GridSpec
+
+if TYPE_CHECKING:
+    from stream_ae.model.artifact import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Load and verify the artifact, retrying (bounded) while it is not there yet."""
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    from stream_ae.errors import ArtifactError
+    from stream_ae.model.artifact import load_artifact
+    from stream_ae.model.scorer import set_threads
+
+    set_threads(settings.model.threads)
+
+    @retry(
+        stop=stop_after_attempt(settings.model.load_attempts),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        retry=retry_if_exception_type(ArtifactError),
+        before_sleep=lambda s: log.warning(
+            "loading model from %s failed (%s); retrying",
+            settings.model.path,
+            s.outcome.exception() if s.outcome else "?",
+        ),
+        reraise=True,
+    )
+    def load() -> LoadedModel:
+        return load_artifact(settings.model.path, device=settings.model.device)
+
+    return load()
+
+
+def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
+    """Grid and decision rules for a model: W, H and the period come from the artifact."""
+    md = loaded.metadata
+    spec = GridSpec(
+        period_ms=md.sample_period_ms,
+        size=md.window,
+        hop=md.hop,
+        lateness_ms=settings.window.allowed_lateness_ms,
+        fill_limit=settings.window.fill_limit,
+        n_channels=len(md.channels),
+    )
+    decider = Decider(
+        threshold=md.threshold_spec.value,
+        model_version=md.version,
+        channels=list(md.channels),
+        high_ratio=settings.decide.high_ratio,
+        critical_ratio=settings.decide.critical_ratio,
+        top_channels=settings.decide.top_channels,
+    )
+    return ModelBinding(scorer=loaded.scorer, decider=decider, spec=spec)
+
+
+def output_topics(settings: Settings) -> list[str]:
+    t = settings.topics
+    topics = [t.anomalies, t.dead_letter_topic, t.data_quality]
+    if t.publish_scores:
+        topics.append(t.scores)
+    return topics
+
+
+def marks_topic(settings: Settings) -> str:
+    return f"{settings.scorer.group_id}.emitted"
+
+
+class _Marks(msgspec.Struct):
+    window_start_ms: int
+
+
+@dataclass
+class RunSummary:
+    batches: int
+    metrics: dict[str, object]
+
+
+class ScorerService:
+    """One scorer process. ``on_output`` sees every step's outputs (the demo prints them)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        binding: ModelBinding,
+        *,
+        on_output: Callable[[StepOutput], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = Pipeline(
+            binding,
+            max_future_ms=settings.window.max_future_ms,
+            idle_timeout_ms=settings.window.idle_timeout_ms,
+            publish_scores=settings.topics.publish_scores,
+            track_marks=settings.scorer.exactly_once,
+        )
+        self.on_output = on_output
+        self._stop = False
+        self._consumed: dict[int, int] = {}
+        self._eos = settings.scorer.exactly_once
+        # exactly-once: per partition, the consumed position of the last transaction
+        # (dead letters below it were already published)
+        self._consumed_marks: dict[int, int] = {}
+        self._in_txn = False
+
+    def request_stop(self, *_args: object) -> None:
+        self._stop = True
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info(
+                "received %s: finishing the batch, flushing, committing",
+                signal.Signals(signum).name,
+            )
+            self._stop = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        s = self.settings
+        admin = Admin(s.kafka)
+        admin.wait_until_reachable()
+        existing = admin.existing_topics()
+        if s.topics.readings not in existing:
+            from stream_ae.errors import KafkaIOError
+
+            raise KafkaIOError(
+                "readings topic does not exist",
+                topic=s.topics.readings,
+                hint="create it with `stream-ae topics create` or check topics.readings",
+            )
+        topics = output_topics(s)
+        config: dict[str, dict[str, str]] = {}
+        if self._eos:
+            topics.append(marks_topic(s))
+            config[marks_topic(s)] = {"cleanup.policy": "compact"}
+        admin.ensure_topics(
+            topics,
+            partitions=existing[s.topics.readings],
+            replication_factor=s.topics.replication_factor,
+            config=config,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(
+        self, *, max_idle_s: float | None = None, max_seconds: float | None = None
+    ) -> RunSummary:
+        """Run until stopped (signal, ``request_stop``) or, for bounded runs, until no
+        message arrived for ``max_idle_s`` / ``max_seconds`` passed."""
+        s = self.settings
+        self._prepare()
+        txn_id = None
+        if self._eos:
+            txn_id = f"{s.scorer.transactional_id}-{socket.gethostname()}-{os.getpid()}"
+        self.producer = OutputProducer(s.kafka, transactional_id=txn_id)
+        if self._eos:
+            self.producer.init_transactions()
+        self.consumer = InputConsumer(
+            s.kafka,
+            s.topics.readings,
+            s.scorer.group_id,
+            rebalance=Rebalance(on_assign=self._on_assign, on_revoke=self._on_revoke),
+            read_committed=self._eos,
+        )
+        started = last_msg = last_commit = last_stats = time.monotonic()
+        batches = 0
+        try:
+            while not self._stop:
+                msgs = self.consumer.consume(s.scorer.batch_size, s.scorer.poll_timeout_s)
+                now = time.monotonic()
+                if msgs:
+                    last_msg = now
+                    batches += 1
+                    self._begin()
+                    out = self.pipeline.step(msgs, now_ms=now_ms())
+                    for p, o in out.consumed.items():
+                        self._consumed[p] = max(o, self._consumed.get(p, 0))
+                    self._publish(out)
+                else:
+                    self._begin()
+                    self._publish(self.pipeline.tick(now_ms=now_ms()))
+                if now - last_commit >= s.scorer.commit_interval_s:
+                    self._commit()
+                    last_commit = now
+                if now - last_stats >= s.scorer.stats_interval_s:
+                    self._log_stats()
+                    last_stats = now
+                if max_idle_s is not None and now - last_msg > max_idle_s:
+                    break
+                if max_seconds is not None and now - started > max_seconds:
+                    break
+            self._commit()
+        finally:
+            self._close()
+        self._log_stats()
+        return RunSummary(batches=batches, metrics=self.pipeline.metrics.as_dict())
+
+    def _begin(self) -> None:
+        if self._eos and not self._in_txn:
+            self.producer.begin()
+            self._in_txn = True
+
+    def _publish(self, out: StepOutput) -> None:
+        t = self.settings.topics
+        send = self.producer.send
+        for e in out.events:
+            send(t.anomalies, schemas.encode(e), key=e.asset_id.encode())
+        for r in out.scores:
+            send(t.scores, schemas.encode(r), key=r.asset_id.encode())
+        for q in out.quality:
+            send(t.data_quality, schemas.encode(q), key=q.asset_id.encode())
+        for d in out.dead_letters:
+            if self._eos and d.source_offset < self._consumed_marks.get(d.source_partition, -1):
+                continue  # published before the crash this replay recovers from
+            send(t.dead_letter_topic, d.value, key=d.key, headers=d.headers())
+        self.producer.poll()
+        if self.on_output is not None:
+            self.on_output(out)
+
+    def _commit(self) -> None:
+        offsets = self.pipeline.committable(self._consumed)
+        if self._eos:
+            if not self._in_txn:
+                self._begin()
+            mt = marks_topic(self.settings)
+            marks = self.pipeline.marks
+            for p, asset in self.pipeline.dirty_marks:
+                value = msgspec.json.encode(_Marks(marks[(p, asset)]))
+                self.producer.send(mt, value, key=f"{p}|{asset}".encode())
+            for p, o in self._consumed.items():
+                self.producer.send(mt, msgspec.json.encode(_Marks(o)), key=f"{p}|".encode())
+            self.producer.commit_with_offsets(
+                self.consumer.offsets_for(offsets), self.consumer.group_metadata()
+            )
+            self.pipeline.dirty_marks.clear()
+            self._in_txn = False
+            return
+        self.producer.flush()
+        self.consumer.commit(offsets)
+
+    def _on_assign(self, partitions: list[int]) -> None:
+        log.info("assigned partitions %s", partitions)
+        if self._eos and partitions:
+            self._load_marks(set(partitions))
+
+    def _on_revoke(self, partitions: list[int]) -> None:
+        log.info("revoking partitions %s", partitions)
+        try:
+            self._commit()
+        except Exception:  # the next owner replays from the last good commit
+            log.exception("commit during revoke failed")
+        self.pipeline.forget_partitions(partitions)
+        for p in partitions:
+            self._consumed.pop(p, None)
+            self._consumed_marks.pop(p, None)
+
+    def _load_marks(self, partitions: set[int]) -> None:
+        mt = marks_topic(self.settings)
+        for batch in read_range(self.settings.kafka, mt, read_committed=True, idle_timeout_s=2):
+            for m in batch:
+                key = (m.key() or b"").decode()
+                p_text, _, asset = key.partition("|")
+                p = int(p_text)
+                if p not in partitions:
+                    continue
+                mark = msgspec.json.decode(m.value() or b"{}", type=_Marks).window_start_ms
+                if asset:
+                    self.pipeline.marks[(p, asset)] = mark
+                else:
+                    self._consumed_marks[p] = mark
+
+    def _log_stats(self) -> None:
+        acct = self.pipeline.windower.accounting()
+        log.info(
+            "stats %s accounting=%s open_readings=%d assets=%d",
+            self.pipeline.metrics.as_dict(),
+            vars(acct),
+            self.pipeline.windower.open_readings(),
+            len(self.pipeline.windower),
+        )
+
+    def _close(self) -> None:
+        try:
+            if self._eos and self._in_txn:
+                self.producer.abort()
+            else:
+                self.producer.flush(10)
+        except Exception:
+            log.exception("flush on shutdown failed")
+        self.consumer.close()

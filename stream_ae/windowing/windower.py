@@ -1,0 +1,209 @@
+"""Many assets: route readings to their :class:`AssetGrid`, batch the windows.
+
+State is keyed by (partition, asset id) so a rebalance can drop exactly the
+assets of a revoked partition; their readings are replayed by the next owner
+from the committed offset, which never passes an open window's first reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream_ae.windowing.asset_grid import NO_PIN, Accounting, AssetGrid, Emitted, GridSpec
+
+
+@dataclass
+class WindowBatch:
+    """Windows ready to score. ``values`` is float32 ``(B, C, W)``; times are epoch ms."""
+
+    asset_ids: list[str]
+    partitions: np.ndarray  # (B,) int64
+    start_ms: np.ndarray  # (B,) int64, inclusive
+    end_ms: np.ndarray  # (B,) int64, exclusive
+    values: np.ndarray  # (B, C, W) float32
+
+    def __len__(self) -> int:
+        return len(self.asset_ids)
+
+    def select(self, mask: np.ndarray) -> WindowBatch:
+        idx = np.flatnonzero(mask)
+        return WindowBatch(
+            [self.asset_ids[i] for i in idx.tolist()],
+            self.partitions[idx],
+            self.start_ms[idx],
+            self.end_ms[idx],
+            self.values[idx],
+        )
+
+    @staticmethod
+    def empty(n_channels: int, size: int) -> WindowBatch:
+        return WindowBatch(
+            [],
+            np.empty(0, np.int64),
+            np.empty(0, np.int64),
+            np.empty(0, np.int64),
+            np.empty((0, n_channels, size), np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class Gap:
+    asset_id: str
+    start_ms: int
+    end_ms: int
+    silent: bool = False  # True: the asset went silent (idle timeout), not a hole between data
+
+
+@dataclass
+class StepResult:
+    windows: WindowBatch
+    late: np.ndarray  # indices into the readings given to process(), bool mask (N,)
+    gaps: list[Gap] = field(default_factory=list)
+
+
+class Windower:
+    """Per-asset grids for every (partition, asset) seen; see :mod:`.asset_grid`."""
+
+    def __init__(self, spec: GridSpec, *, idle_timeout_ms: int | None = None) -> None:
+        self.spec = spec
+        self.idle_timeout_ms = idle_timeout_ms
+        self._grids: dict[tuple[int, str], AssetGrid] = {}
+        self._last_seen: dict[tuple[int, str], int] = {}
+        self._closed_acct = Accounting()
+        self.revoked_readings = 0
+
+    def __len__(self) -> int:
+        return len(self._grids)
+
+    def process(
+        self,
+        asset_ids: Sequence[str],
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+        ts_ms: np.ndarray,
+        values: np.ndarray,
+        *,
+        now_ms: int,
+    ) -> StepResult:
+        """Feed N readings (in arrival order) → windows now complete, late mask, gaps.
+
+        ``values`` is ``(N, C)`` with NaN for channels a reading did not carry;
+        ``offsets`` are the source offsets (used as delivery pins).
+        """
+        n = len(asset_ids)
+        late = np.zeros(n, bool)
+        if n == 0:
+            return StepResult(WindowBatch.empty(self.spec.n_channels, self.spec.size), late)
+        # group readings by (partition, asset) keeping arrival order inside each group
+        index: dict[tuple[int, str], int] = {}
+        codes = np.fromiter(
+            (
+                index.setdefault(k, len(index))
+                for k in zip(partitions.tolist(), asset_ids, strict=True)
+            ),
+            np.int64,
+            count=n,
+        )
+        order = np.argsort(codes, kind="stable")
+        bounds = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1, n]
+        keys = list(index)
+        collected: list[tuple[tuple[int, str], Emitted]] = []
+        for g in range(len(bounds) - 1):
+            sel = order[bounds[g] : bounds[g + 1]]
+            key = keys[int(codes[sel[0]])]
+            grid = self._grids.get(key)
+            ts = ts_ms[sel]
+            if grid is None:
+                grid = self._grids[key] = AssetGrid(self.spec, int(ts[0]))
+            self._last_seen[key] = now_ms
+            out = Emitted()
+            late[sel] = grid.add(ts, values[sel], offsets[sel], out)
+            collected.append((key, out))
+        return StepResult(self._batch(collected), late, self._gaps(collected))
+
+    def sweep_idle(self, now_ms: int) -> StepResult:
+        """Close assets silent (wall clock) for longer than the idle timeout."""
+        if self.idle_timeout_ms is None:
+            return self._close([], silent=True)
+        limit = now_ms - self.idle_timeout_ms
+        return self._close([k for k, seen in self._last_seen.items() if seen < limit], silent=True)
+
+    def flush_all(self) -> StepResult:
+        """End of input (a file, a bounded replay): emit what every asset can still emit."""
+        return self._close(list(self._grids), silent=False)
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Drop the state of assets on partitions this process no longer owns."""
+        gone = set(partitions)
+        for key in [k for k in self._grids if k[0] in gone]:
+            grid = self._grids.pop(key)
+            self._last_seen.pop(key, None)
+            self._closed_acct.add(grid.acct)
+            self.revoked_readings += grid.pending_readings()
+
+    def committable(self, partition: int) -> int | None:
+        """Lowest source offset still needed on ``partition`` (None: nothing held)."""
+        lo = min(
+            (g.min_pin() for (p, _), g in self._grids.items() if p == partition),
+            default=NO_PIN,
+        )
+        return None if lo == NO_PIN else lo
+
+    def accounting(self) -> Accounting:
+        total = Accounting()
+        total.add(self._closed_acct)
+        for g in self._grids.values():
+            total.add(g.acct)
+        return total
+
+    def open_readings(self) -> int:
+        return sum(g.pending_readings() for g in self._grids.values())
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _close(self, keys: list[tuple[int, str]], *, silent: bool) -> StepResult:
+        collected: list[tuple[tuple[int, str], Emitted]] = []
+        silences: list[Gap] = []
+        for key in keys:
+            grid = self._grids.pop(key)
+            self._last_seen.pop(key, None)
+            out = Emitted()
+            grid.flush(out)
+            collected.append((key, out))
+            self._closed_acct.add(grid.acct)
+            if silent:
+                silences.append(Gap(key[1], grid.max_ts, grid.max_ts, silent=True))
+        late = np.zeros(0, bool)
+        return StepResult(self._batch(collected), late, self._gaps(collected) + silences)
+
+    def _gaps(self, collected: list[tuple[tuple[int, str], Emitted]]) -> list[Gap]:
+        p = self.spec.period_ms
+        return [Gap(key[1], a * p, b * p) for key, out in collected for a, b in out.gaps]
+
+    def _batch(self, collected: list[tuple[tuple[int, str], Emitted]]) -> WindowBatch:
+        spec = self.spec
+        assets: list[str] = []
+        parts: list[int] = []
+        starts: list[int] = []
+        arrays: list[np.ndarray] = []
+        for (partition, asset), out in collected:
+            k = len(out.window_starts)
+            if k:
+                assets.extend([asset] * k)
+                parts.extend([partition] * k)
+                starts.extend(out.window_starts)
+                arrays.extend(out.window_values)
+        if not assets:
+            return WindowBatch.empty(spec.n_channels, spec.size)
+        start_ms = np.array(starts, np.int64) * spec.period_ms
+        stacked = np.stack(arrays)  # (B, W, C)
+        return WindowBatch(
+            asset_ids=assets,
+            partitions=np.array(parts, np.int64),
+            start_ms=start_ms,
+            end_ms=start_ms + spec.size * spec.period_ms,
+            values=np.ascontiguousarray(stacked.transpose(0, 2, 1)),
+        )

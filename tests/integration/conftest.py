@@ -1,0 +1,68 @@
+"""One real Apache Kafka broker for the whole session, and a small trained model.
+
+The broker runs from the project's own set-up (`stream_ae.io.local_broker`) on
+free ports in a temporary folder, and is stopped at the end. If it cannot start,
+every integration test errors: nothing here skips. ``STREAM_AE_TEST_BOOTSTRAP``
+points the tests at an already running broker instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import _START, N_ASSETS, PERIOD_MS, SEED, TRAIN_STEPS, Env, H, W
+
+from stream_ae.io import local_broker
+from stream_ae.readings_io import readings_from_arrays
+from stream_ae.settings import load_settings
+from stream_ae.simulate import Simulator
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("STREAM_AE_TEST_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    cfg = local_broker.BrokerConfig(
+        state_dir=tmp_path_factory.mktemp("broker"),
+        port=local_broker.free_port(),
+        controller_port=local_broker.free_port(),
+    )
+    info = local_broker.start(cfg, timeout_s=120)
+    try:
+        yield info.bootstrap
+    finally:
+        local_broker.stop(cfg, wipe=True)
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A conv autoencoder trained on the fleet's normal operation."""
+    from stream_ae.training import train
+
+    settings = load_settings(
+        flags={
+            "window": {"size": W, "hop": H, "sample_period_ms": PERIOD_MS},
+            "train": {"epochs": 12, "seed": 0},
+            "model": {"device": "cpu"},
+        }
+    )
+    sim = Simulator(N_ASSETS, seed=SEED, sample_period_ms=PERIOD_MS, start_ts_ms=_START)
+    block = sim.step_block(TRAIN_STEPS)
+    readings = readings_from_arrays(
+        block.asset_ids, block.reading_ts_ms, block.values, block.present, list(block.channels)
+    )
+    path, _info = train(
+        readings, settings, source="simulator", out_dir=tmp_path_factory.mktemp("artifacts")
+    )
+    return path
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, model_path: Path) -> Env:
+    return Env(kafka_bootstrap, model_path, f"t{uuid.uuid4().hex[:10]}")

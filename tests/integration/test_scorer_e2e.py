@@ -1,0 +1,97 @@
+"""Readings through the real broker and the real scorer: events, dead letters."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from harness import (
+    PERIOD_MS,
+    STREAM_START,
+    Env,
+    ScorerThread,
+    events_of,
+    read_all,
+    scores_of,
+    simulator,
+    stream_messages,
+)
+
+from stream_ae.schemas import H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_STAGE
+from stream_ae.simulate import FaultSpec, garbage_messages
+
+pytestmark = pytest.mark.integration
+
+
+def test_injected_faults_become_events_naming_the_right_asset_and_channels(env: Env) -> None:
+    onset = STREAM_START + 300 * PERIOD_MS
+    faults = [
+        FaultSpec("pump-001", "bearing_wear", onset, ramp_s=120, severity=1.5),
+        FaultSpec("pump-004", "cavitation", onset, ramp_s=60, severity=1.5),
+    ]
+    settings = env.settings()
+    env.create_topics(settings)
+    msgs = stream_messages(simulator(faults), 1200)
+    env.produce(settings, msgs)
+    scorer = ScorerThread(settings).start()
+    scorer.wait_for(len(msgs))
+    scorer.stop()
+
+    events = events_of(settings)
+    by_asset: dict[str, list] = {}
+    for e in events:
+        by_asset.setdefault(e.asset_id, []).append(e)
+    for f in faults:
+        after = [e for e in by_asset.get(f.asset_id, []) if e.window_end_ms > f.onset_ts_ms]
+        assert len(after) >= 10, f"{f.kind} on {f.asset_id}: only {len(after)} events"
+        named = {c.channel for e in after for c in e.top_channels[:2]}
+        assert named & set(f.affected_channels), (f.kind, named)
+        assert all(e.model_version == after[0].model_version for e in after)
+    counts = {a: len(v) for a, v in by_asset.items()}
+    least_faulty = min(counts.get(f.asset_id, 0) for f in faults)
+    healthy = {a: n for a, n in counts.items() if a not in {f.asset_id for f in faults}}
+    assert all(n * 2 < least_faulty for n in healthy.values()), (counts, least_faulty)
+    # ids are deterministic and unique per window
+    assert len({e.event_id for e in events}) == len(events)
+
+
+def test_every_kind_of_bad_message_is_dead_lettered_while_good_readings_score(env: Env) -> None:
+    settings = env.settings(topics={"publish_scores": True})
+    env.create_topics(settings, partitions=1)
+    good = stream_messages(simulator(), 300)
+    rng = np.random.default_rng(3)
+    now = STREAM_START + 400 * PERIOD_MS
+    bad = garbage_messages(rng, 12, int(time.time() * 1000), asset_ids=["pump-002"])
+    # a reading far behind its asset's watermark: late
+    late_value = b'{"asset_id": "pump-000", "ts": %d, "values": {"vibration_rms": 1.0}}' % (
+        STREAM_START + 10 * PERIOD_MS
+    )
+    mixed = (
+        good[:900]
+        + [(k, v, now) for k, v, _ in bad]
+        + good[900:]
+        + [(b"pump-000", late_value, now)]
+    )
+    env.produce(settings, mixed)
+    expected_reason = {900 + i: reason for i, (_k, _v, reason) in enumerate(bad)}
+    expected_reason[len(mixed) - 1] = "late"
+
+    scorer = ScorerThread(settings).start()
+    scorer.wait_for(len(mixed))
+    scorer.stop()
+
+    letters = read_all(settings, settings.topics.dead_letter_topic)
+    got = {}
+    for m in letters:
+        h = dict(m.headers())
+        assert h[H_SOURCE_PARTITION] == b"0"
+        got[int(h[H_SOURCE_OFFSET])] = (h[H_REASON].decode(), h[H_STAGE].decode(), m.value())
+    assert {o: r for o, (r, _s, _v) in got.items()} == expected_reason
+    for offset, (_reason, _stage, value) in got.items():
+        assert value == mixed[offset][1], "dead letter must carry the original bytes"
+    # the good readings still made windows for every asset
+    scored_assets = {s.asset_id for s in scores_of(settings)}
+    assert scored_assets == {f"pump-{i:03d}" for i in range(6)}
+    m = scorer.service.pipeline.metrics
+    assert sum(m.dead_letters.values()) == len(expected_reason)
