@@ -68,24 +68,29 @@ def say(msg: str) -> None:
 
 
 class Stages:
-    """Accumulated wall time per stage (seconds) and call counts."""
+    """Accumulated wall time and main-thread CPU time per stage (seconds), call counts."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.active = True
 
+    def add(self, name: str, wall: float, cpu: float) -> None:
+        if self.active:
+            self.seconds[name] += wall
+            self.cpu[name] += cpu
+            self.calls[name] += 1
+
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        pc = time.perf_counter
+        pc, tt = time.perf_counter, time.thread_time
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = pc()
+            t0, c0 = pc(), tt()
             try:
                 return fn(*args, **kwargs)
             finally:
-                if self.active:
-                    self.seconds[name] += pc() - t0
-                    self.calls[name] += 1
+                self.add(name, pc() - t0, tt() - c0)
 
         return timed
 
@@ -245,18 +250,21 @@ def run_scorer(
 
     class TimedConsumer(InputConsumer):
         def consume(self, max_messages: int, timeout_s: float) -> list[Any]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             msgs = super().consume(max_messages, timeout_s)
             if msgs and "first" not in marks:
                 marks["first"] = time.perf_counter()
+                marks["first_thread_cpu"] = time.thread_time()
+                marks["first_process_cpu"] = time.process_time()
             elif "first" in marks and "end" not in marks:
-                stages.seconds["consume"] += time.perf_counter() - t0
-                stages.calls["consume"] += 1
+                stages.add("consume", time.perf_counter() - t0, time.thread_time() - c0)
             return msgs
 
     def on_output(_out: StepOutput) -> None:
         if "end" not in marks and service.pipeline.metrics.messages >= expected:
             marks["end"] = time.perf_counter()
+            marks["end_thread_cpu"] = time.thread_time()
+            marks["end_process_cpu"] = time.process_time()
             stages.active = False
             service.request_stop()
 
@@ -292,6 +300,8 @@ def run_scorer(
             f"scorer stopped after {service.pipeline.metrics.messages:,} of {expected:,} messages"
         )
     elapsed = marks["end"] - marks["first"]
+    stages.cpu["main_thread_total"] = marks["end_thread_cpu"] - marks["first_thread_cpu"]
+    stages.cpu["process_total"] = marks["end_process_cpu"] - marks["first_process_cpu"]
     metrics: dict[str, Any] = summary.metrics
     if prof and profile_path:
         prof.dump_stats(profile_path)
@@ -461,6 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         "commit": tracked.get("commit", 0.0),
     }
     breakdown["loop_other"] = elapsed - sum(breakdown.values())
+    cpu = dict(stages.cpu)
+    cpu_breakdown = {
+        "consume": cpu.get("consume", 0.0),
+        "decode": cpu.get("decode", 0.0),
+        "windowing": cpu.get("windowing", 0.0),
+        "model": cpu.get("model", 0.0),
+    }
 
     cpus = os.cpu_count()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
@@ -492,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     shares = " ".join(f"{k}={v:.2f}s/{100 * v / elapsed:.0f}%" for k, v in breakdown.items())
     print(f"scorer_stages: {shares}")
+    cpu_shares = " ".join(f"{k}={v:.2f}s" for k, v in cpu_breakdown.items())
+    print(
+        f"scorer_cpu: main_thread={cpu['main_thread_total']:.2f}s "
+        f"({100 * cpu['main_thread_total'] / elapsed:.0f}% of wall) "
+        f"process_all_threads={cpu['process_total']:.2f}s stage_cpu: {cpu_shares}"
+    )
     print(f"total_wall_s={total:.0f}")
     print(f"ratio={rate / bare:.3f}")
     return 0

@@ -32,7 +32,9 @@ _NAN = float("nan")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 #: |ts| beyond this (about 285,000 years) is rejected: keeps int64 grid arithmetic exact.
-TS_LIMIT_MS = 2**53
+#: Timestamps must fall in years 1..9999 (what ISO-8601 output can show).
+MIN_TS_MS = -62_135_596_800_000
+MAX_TS_MS = 253_402_300_799_999
 
 
 class _Sample(msgspec.Struct):
@@ -154,8 +156,8 @@ class ReadingDecoder:
                             "check the sender's clock",
                             asset,
                         )
-                    if not -TS_LIMIT_MS <= ts <= TS_LIMIT_MS:
-                        raise _Reject("schema_error", f"ts {ts} is out of range", asset)
+                    if not MIN_TS_MS <= ts <= MAX_TS_MS:
+                        raise _Reject("schema_error", f"ts {ts} is outside years 1..9999", asset)
                 for asset, ts, row in readings:
                     assets.append(asset)
                     stamps.append(ts)
@@ -191,13 +193,18 @@ class ReadingDecoder:
             messages=len(messages),
         )
 
-    def _row(self, values: dict[str, float | None], unknown: Counter[str]) -> list[float | None]:
+    def _row(
+        self, values: dict[str, float | None], unknown: Counter[str]
+    ) -> list[float | None] | None:
+        """The model's channels in order; None when the reading has none of them
+        (it carries nothing for this model: counted as unknown channels, skipped)."""
         row = [values.get(c) for c in self.channels]
-        if len(values) > len(row) or any(k not in self._index for k in values):
+        known = sum(1 for k in values if k in self._index)
+        if known < len(values):
             for k in values:
                 if k not in self._index:
                     unknown[k] += 1
-        return row
+        return row if known else None
 
     def _readings(
         self, decoded: _Message | list[_Message], unknown: Counter[str]
@@ -214,7 +221,10 @@ class ReadingDecoder:
                 if not m.readings:
                     raise _Reject("schema_error", "'readings' is empty", asset)
                 for s in m.readings:
-                    out.append((asset, _parse_ts(s.ts, asset), self._row(s.values, unknown)))
+                    ts = _parse_ts(s.ts, asset)
+                    row = self._row(s.values, unknown)
+                    if row is not None:
+                        out.append((asset, ts, row))
                 continue
             if m.ts is None:
                 raise _Reject("schema_error", "missing field 'ts'", asset)
@@ -226,13 +236,15 @@ class ReadingDecoder:
                 if idx is None:
                     unknown[m.sensor] += 1
                     continue
-                row: list[float | None] = [_NAN] * len(self.channels)
-                row[idx] = m.value
-                out.append((asset, ts, row))
+                narrow: list[float | None] = [_NAN] * len(self.channels)
+                narrow[idx] = m.value
+                out.append((asset, ts, narrow))
             elif m.values is not None:
                 if not m.values:
                     raise _Reject("schema_error", "'values' is empty", asset)
-                out.append((asset, ts, self._row(m.values, unknown)))
+                wide = self._row(m.values, unknown)
+                if wide is not None:
+                    out.append((asset, ts, wide))
             else:
                 raise _Reject(
                     "schema_error",

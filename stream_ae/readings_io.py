@@ -7,9 +7,11 @@ so training sees exactly the windows production would build.
 from __future__ import annotations
 
 import csv
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +62,7 @@ def read_csv(
 ) -> Readings:
     """Read a CSV of readings: a time column (ISO-8601, zone assumed UTC when absent,
     or epoch ms), an optional asset column, numeric channel columns, an optional 0/1
-    label column. Rows are taken in file order (sorted by time within each asset)."""
+    label column. Rows may come in any order (windowing sorts them by time)."""
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist")
     with path.open(newline="") as f:
@@ -75,7 +77,12 @@ def read_csv(
             raise DataError(
                 f"{path}: no time column (looked for {looked})", hint="name it with --time-column"
             )
-        chans = list(channels) if channels else [h for h in header if h.lower() not in RESERVED]
+        own = {tcol, asset_column, label_column}  # named columns are never channels
+        chans = (
+            list(channels)
+            if channels
+            else [h for h in header if h.lower() not in RESERVED and h not in own]
+        )
         missing = [c for c in chans if c not in header]
         if missing:
             raise DataError(f"{path}: channel columns {missing} not in the header {header}")
@@ -94,20 +101,21 @@ def read_csv(
             if not rec:
                 continue
             try:
-                ts_text = rec[ti].strip()
-                if ts_text.lstrip("-").isdigit():
-                    ts = int(ts_text)
-                else:
-                    if ts_text[-1:].isdigit() and "+" not in ts_text[10:] and "Z" not in ts_text:
-                        ts_text += "+00:00"  # no zone in the file: take it as UTC
-                    ts = parse_ts(ts_text.replace(" ", "T", 1))
-                rows.append([float(rec[i]) if rec[i].strip() else np.nan for i in ci])
+                ts = _csv_ts(rec[ti].strip())
+                row = [float(rec[i]) if rec[i].strip() else np.nan for i in ci]
+                if any(math.isinf(v) for v in row) or any(
+                    rec[i].strip().lower() == "nan" for i in ci
+                ):
+                    raise ValueError("a channel value is not finite (leave the cell empty)")
+                asset = rec[ai] if ai is not None else asset_default
+                label = int(float(rec[li] or 0)) if li is not None else 0
             except Exception as exc:
                 raise DataError(f"{path}, line {lineno}: cannot parse ({exc})") from None
+            rows.append(row)
             stamps.append(ts)
-            assets.append(rec[ai] if ai is not None else asset_default)
+            assets.append(asset)
             if li is not None:
-                labels.append(int(float(rec[li] or 0)))
+                labels.append(label)
     if not rows:
         raise DataError(f"{path}: no data rows")
     return Readings(
@@ -119,17 +127,31 @@ def read_csv(
     )
 
 
+def _csv_ts(text: str) -> int:
+    """Epoch ms digits, or ISO-8601 (a space may separate date and time; no zone = UTC)."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    dt = datetime.fromisoformat(text.replace(" ", "T", 1))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return parse_ts(dt.isoformat())
+
+
 def to_windows(readings: Readings, spec: GridSpec) -> WindowBatch:
-    """All complete windows of a bounded set of readings (the scorer's own windowing)."""
+    """All complete windows of a bounded set of readings (the scorer's own windowing).
+
+    Readings are fed in time order (stable), so a file's row order does not matter
+    and none is late."""
     w = Windower(spec)
     n = len(readings)
-    offsets = np.arange(n, dtype=np.int64)
+    order = np.argsort(readings.ts_ms, kind="stable")
+    ids = readings.asset_ids
     first = w.process(
-        readings.asset_ids,
+        [ids[i] for i in order.tolist()],
         np.zeros(n, np.int64),
-        offsets,
-        readings.ts_ms,
-        readings.values,
+        np.arange(n, dtype=np.int64),
+        readings.ts_ms[order],
+        readings.values[order],
         now_ms=int(readings.ts_ms.max()) if n else 0,
     )
     rest = w.flush_all()

@@ -152,7 +152,7 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
             (H_SOURCE_TOPIC, self.source_topic.encode()),
             (H_SOURCE_PARTITION, str(self.source_partition).encode()),
             (H_SOURCE_OFFSET, str(self.source_offset).encode()),
-            (H_ERROR, self.error.encode("utf-8", "replace")[:1000]),
+            (H_ERROR, self.error[:1000].encode("utf-8", "replace")),
         ]
         if self.asset_id is not None:
             h.append((H_ASSET, self.asset_id.encode("utf-8", "replace")))

@@ -16,7 +16,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,14 +94,16 @@ class WindowSettings(_Section):
     #: An asset silent this long (wall clock) is reported and its open windows closed.
     idle_timeout_ms: int = Field(default=600_000, gt=0)
 
-    @model_validator(mode="after")
-    def _hop_not_above_size(self) -> WindowSettings:
-        if self.hop > self.size:
+    @field_validator("hop")
+    @classmethod
+    def _hop_not_above_size(cls, hop: int, info: ValidationInfo) -> int:
+        size = info.data.get("size")
+        if size is not None and hop > size:
             raise ValueError(
-                f"hop ({self.hop}) must not exceed size ({self.size}): readings between "
-                "windows would never be scored"
+                f"must not exceed window.size ({size}): readings between windows would "
+                "never be scored"
             )
-        return self
+        return hop
 
 
 class ModelSettings(_Section):
@@ -222,8 +232,10 @@ def format_validation_error(exc: ValidationError, *, source: str = "settings") -
         field = ".".join(str(p) for p in err["loc"]) or "(root)"
         given = err.get("input")
         shown = "" if isinstance(given, dict) or given is None else f" = {given!r}"
-        if "password" in field:
-            shown = " = ***"
+        if err["type"] == "extra_forbidden" or any(
+            word in field for word in ("password", "secret", "token")
+        ):
+            shown = ""  # never echo what may be a secret typed into the wrong field
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {field}{shown}: {msg}")
     return f"invalid {source}:\n" + "\n".join(lines)

@@ -19,8 +19,9 @@ channel           unit    meaning (typical range at rated speed)
 Normal operation (every asset has its own operating point, drawn from
 ``(seed, asset index)``):
 
-* the speed set-point steps between three operating modes (70, 85, 100 % of
-  rated) every 10–25 min on average (normal operation), the duty alternates
+* the speed set-point steps through three operating modes (70, 85, 100 % of
+  rated) in a shift pattern low → mid → high → mid → …, one step every
+  10–25 min on average (normal operation), the duty alternates
   between a high and a low level every 20–40 min (smooth square wave) and
   demand oscillates slowly (period 5–20 min); the VFD follows the demand with
   a few seconds of lag;
@@ -434,6 +435,7 @@ class _Params:
     duty_depth: F64
     duty_phase: F64
     sp0: F64
+    mode0: npt.NDArray[np.int64]
     sp_interval: F64
     amb_phase: F64
     delta0: F64
@@ -472,7 +474,8 @@ class _Params:
             duty_period=1200.0 + 1200.0 * u[17],
             duty_depth=np.where(u[18] < 0.2, 0.0, 0.12 * u[18]),
             duty_phase=2 * math.pi * u[19],
-            sp0=_SP_LEVELS[(u[20] * len(_SP_LEVELS)).astype(np.int64)],
+            sp0=_SP_LEVELS[_MODE_CYCLE[(u[20] * len(_MODE_CYCLE)).astype(np.int64)]],
+            mode0=(u[20] * len(_MODE_CYCLE)).astype(np.int64),
             sp_interval=600.0 + 900.0 * u[21],
             amb_phase=2 * math.pi * u[22],
             delta0=np.sqrt(2.0) * _erfinv_approx(2 * u[23] - 1),
@@ -494,6 +497,8 @@ _TAU_GRID_S: Final = 180.0
 #: Operating modes (speed set-point, fraction of rated). A plant runs a few modes and
 #: revisits them, so a couple of hours of normal data cover normal operation.
 _SP_LEVELS = np.array([0.7, 0.85, 1.0])
+#: Modes follow a shift pattern low → mid → high → mid → low …, at random times.
+_MODE_CYCLE = np.array([0, 1, 2, 1])
 
 
 @dataclass(slots=True)
@@ -615,6 +620,7 @@ class Simulator:
 
         # dynamic state, initialised at steady state so there is no warm-up transient
         self._sp = p.sp0.copy()
+        self._mode = p.mode0.copy()
         self._delta = p.delta0.copy()
         self._grid = p.grid0.copy()
         d0 = self._demand(np.zeros(1), self._sp[None, :])[0]
@@ -700,17 +706,11 @@ class Simulator:
         ts = self.start_ts_ms + steps * self.sample_period_ms
         t_s = steps.astype(np.float64) * self._dt
 
-        # set-point steps (normal operation): forward-fill the latest event
-        u = np.stack([g.random((n, 2)) for g in self._rng_event], axis=1)
-        event = u[:, :, 0] < self._p_event
-        idx = np.where(event, np.arange(n)[:, None], -1)
-        np.maximum.accumulate(idx, axis=0, out=idx)
-        new_sp = _SP_LEVELS[(u[:, :, 1] * len(_SP_LEVELS)).astype(np.int64)]
-        sp = np.where(
-            idx >= 0,
-            np.take_along_axis(new_sp, np.maximum(idx, 0), axis=0),
-            self._sp[None, :],
-        )
+        # set-point steps (normal operation): the next mode of the shift pattern
+        u = np.stack([g.random(n) for g in self._rng_event], axis=1)
+        mode = self._mode[None, :] + np.cumsum(u < self._p_event, axis=0)
+        sp = _SP_LEVELS[_MODE_CYCLE[mode % len(_MODE_CYCLE)]]
+        self._mode = mode[-1] % len(_MODE_CYCLE)
         self._sp = sp[-1].copy()
 
         demand = self._demand(t_s, sp)

@@ -39,9 +39,10 @@ class _State:
 
 def get_settings(flags: dict[str, Any] | None = None) -> Settings:
     """The settings tree; ``flags`` are a command's own options (highest precedence)."""
-    settings = load_settings(_State.config, list(_State.overrides), flags)
+    merged = dict(flags or {})
     if _State.log_level:
-        settings.log_level = _State.log_level  # type: ignore[assignment]
+        merged["log_level"] = _State.log_level
+    settings = load_settings(_State.config, list(_State.overrides), merged)
     _setup_logging(settings.log_level)
     return settings
 

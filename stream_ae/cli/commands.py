@@ -92,6 +92,10 @@ def register(app: typer.Typer) -> None:
             typer.Option("--channels", help="Comma-separated channels (default: from the data)."),
         ] = None,
         sep: Annotated[str, typer.Option("--sep", help="CSV separator.")] = ",",
+        time_column: Annotated[
+            str | None,
+            typer.Option("--time-column", help="CSV time column (default: timestamp/datetime/…)."),
+        ] = None,
         architecture: Annotated[
             str | None, typer.Option("--architecture", help="conv or lstm.")
         ] = None,
@@ -112,7 +116,7 @@ def register(app: typer.Typer) -> None:
         if csv is not None:
             from stream_ae.readings_io import read_csv
 
-            readings = read_csv(csv, channels=chans, sep=sep)
+            readings = read_csv(csv, channels=chans, sep=sep, time_column=time_column)
             source = str(csv)
         else:
             from stream_ae.readings_io import read_topic

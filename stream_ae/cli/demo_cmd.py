@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -22,24 +22,52 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_ae.io.local_broker import BrokerConfig
+from stream_ae.pipeline import StepOutput
+from stream_ae.schemas import AnomalyEvent
+
+if TYPE_CHECKING:
+    from stream_ae.service import ScorerService
+    from stream_ae.simulate import FaultSpec
 
 console = Console()
 
+#: (kind, ramp seconds, channel) of the faults the demo injects, one pump each.
 DEFAULT_FAULTS = (
     ("bearing_wear", 240.0, None),
     ("cavitation", 120.0, None),
     ("imbalance", 180.0, None),
-    ("sensor_drift", 300.0, "pressure"),
-    ("stuck_sensor", 0.0, "motor_temp"),
+    ("sensor_drift", 240.0, "pressure"),
+    ("stuck_sensor", 0.0, "motor_current"),
 )
+#: Print at most one event per asset per this much event time, unless severity rises.
+QUIET_MS = 120_000
 
 
 @dataclass
 class _Live:
-    events: list = field(default_factory=list)  # type: ignore[type-arg]
-    dead: int = 0
-    quality: int = 0
+    events: list[AnomalyEvent] = field(default_factory=list)
+    last_shown: dict[str, tuple[int, int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def show(self, out: StepOutput) -> None:
+        with self.lock:
+            for e in out.events:
+                self.events.append(e)
+                rank = _SEVERITY_RANK[e.severity]
+                last = self.last_shown.get(e.asset_id)
+                if last and e.window_end_ms - last[0] < QUIET_MS and rank <= last[1]:
+                    continue
+                self.last_shown[e.asset_id] = (e.window_end_ms, rank)
+                tops = ", ".join(f"{c.channel} {c.share:.0%}" for c in e.top_channels)
+                colour = ("yellow", "red", "bold red")[rank]
+                console.print(
+                    f"[{colour}]{e.severity.upper():8s}[/] {e.asset_id} window ending "
+                    f"{e.window_end[11:19]}  score {e.score:.3g} = {e.score_ratio:.1f}× threshold"
+                    f"  [dim]{tops}[/]"
+                )
+
+
+_SEVERITY_RANK = {"warning": 0, "high": 1, "critical": 2}
 
 
 def register(app: typer.Typer, broker_config: Callable[[], BrokerConfig]) -> None:
@@ -51,7 +79,7 @@ def register(app: typer.Typer, broker_config: Callable[[], BrokerConfig]) -> Non
         ] = 30.0,
         train_hours: Annotated[
             float, typer.Option("--train-hours", help="Simulated hours of normal data.")
-        ] = 2.0,
+        ] = 3.0,
         wall_seconds: Annotated[
             float, typer.Option("--wall-seconds", help="Real seconds to spread streaming over.")
         ] = 60.0,
@@ -150,59 +178,51 @@ def run_demo(
         settings.model.path = path
         loaded = load_model(settings)
         live = _Live()
-
-        def on_output(out: object) -> None:
-            from stream_ae.pipeline import StepOutput
-
-            assert isinstance(out, StepOutput)
-            with live.lock:
-                live.dead += len(out.dead_letters)
-                live.quality += len(out.quality)
-                for e in out.events:
-                    live.events.append(e)
-                    tops = ", ".join(f"{c.channel} {c.share:.0%}" for c in e.top_channels)
-                    console.print(
-                        f"[red]ANOMALY[/] {e.asset_id} {e.window_end[11:19]} "
-                        f"score {e.score:.3g} ({e.severity}) [dim]{tops}[/]"
-                    )
-
-        service = ScorerService(settings, bind_model(loaded, settings), on_output=on_output)
+        service = ScorerService(settings, bind_model(loaded, settings), on_output=live.show)
         worker = threading.Thread(target=service.run, kwargs={"max_idle_s": None}, daemon=True)
         worker.start()
         # 2. stream the next stretch with faults, plus a little garbage
         sink = KafkaSink(settings, settings.topics.readings)
         rng = np.random.default_rng(seed)
-        chunk = max(1, stream_steps // 60)
-        sent = 0
-        garbage = 0
+        chunk = max(1, stream_steps // 120)
+        sent = garbage = 0
         started = time.monotonic()
         console.print(
             f"streaming {minutes:g} simulated minutes from {assets} pumps "
-            f"({len(faults)} developing faults) over ~{wall_seconds:g} s"
+            f"({len(faults)} developing faults, some garbage) over ~{wall_seconds:g} s"
         )
-        for k in range(0, stream_steps, chunk):
-            b = sim.step_block(min(chunk, stream_steps - k))
-            for key, value, ts in encode_wide(b):
-                sink.send(key, value, ts)
-                sent += 1
-            if k // chunk % 10 == 3:
-                for key, value, _reason in garbage_messages(rng, 2, int(time.time() * 1000)):
-                    sink.send(key, value, int(time.time() * 1000))
-                    garbage += 1
-            sink.flush()
-            target = started + wall_seconds * (k + chunk) / stream_steps
-            time.sleep(max(0.0, target - time.monotonic()))
-        sink.flush()
-        # 3. let the scorer drain, then stop it
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and service.pipeline.metrics.messages < sent + garbage:
-            time.sleep(0.5)
+        m = service.pipeline.metrics
+        with console.status("") as status:
+            for k in range(0, stream_steps, chunk):
+                b = sim.step_block(min(chunk, stream_steps - k))
+                for key, value, ts in encode_wide(b):
+                    sink.send(key, value, ts)
+                    sent += 1
+                if k // chunk % 20 == 7:
+                    wall_now = int(time.time() * 1000)
+                    for key, value, _reason in garbage_messages(rng, 2, wall_now):
+                        sink.send(key, value, wall_now)
+                        garbage += 1
+                sink.flush()
+                status.update(
+                    f"sim time +{(k + chunk) * period / 60000:4.1f} min | sent {sent:,} | "
+                    f"scored windows {m.windows:,} | events {m.events} | "
+                    f"dead letters {sum(m.dead_letters.values())}"
+                )
+                target = started + wall_seconds * (k + chunk) / stream_steps
+                time.sleep(max(0.0, target - time.monotonic()))
+            # 3. let the scorer drain, then stop it (SIGTERM path: flush, commit)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and m.messages < sent + garbage:
+                time.sleep(0.2)
         service.request_stop()
         worker.join(timeout=30)
-        _summary(service, faults, live, sent, garbage, stream_start, time.monotonic() - t_start)
+        _summary(service, faults, live, sent, garbage, stream_start)
+        console.print(f"demo took {time.monotonic() - t_start:.0f} s")
+        t = settings.topics
         console.print(
-            f"topics: {settings.topics.readings}, {settings.topics.anomalies}, "
-            f"{settings.topics.dead_letter_topic}, {settings.topics.data_quality}"
+            f"[dim]topics: {t.readings}, {t.anomalies}, {t.dead_letter_topic}, "
+            f"{t.data_quality}; model {path}[/]"
         )
     finally:
         if not keep_broker and already is None:
@@ -210,11 +230,18 @@ def run_demo(
             console.print("stopped the local broker (use --keep-broker to leave it running)")
 
 
-def _summary(service, faults, live, sent, garbage, stream_start, wall) -> None:  # type: ignore[no-untyped-def]
+def _summary(
+    service: ScorerService,
+    faults: list[FaultSpec],
+    live: _Live,
+    sent: int,
+    garbage: int,
+    stream_start: int,
+) -> None:
     m = service.pipeline.metrics
     acct = service.pipeline.windower.accounting()
     table = Table(title="injected faults")
-    for col in ("asset", "fault", "onset (sim)", "caught", "delay", "channels named"):
+    for col in ("pump", "fault", "onset", "caught", "first alarm after onset", "channels named"):
         table.add_column(col)
     faulty = {f.asset_id for f in faults}
     for f in faults:
@@ -223,7 +250,7 @@ def _summary(service, faults, live, sent, garbage, stream_start, wall) -> None: 
         ]
         if evs:
             first = min(evs, key=lambda e: e.window_end_ms)
-            delay = f"{(first.window_end_ms - f.onset_ts_ms) / 1000:.0f} s"
+            delay = f"{(first.window_end_ms - f.onset_ts_ms) / 1000:.0f} s (event time)"
             named = {c.channel for e in evs for c in e.top_channels}
             hit = ", ".join(sorted(named & set(f.affected_channels))) or "-"
         else:
@@ -231,16 +258,25 @@ def _summary(service, faults, live, sent, garbage, stream_start, wall) -> None: 
         onset = f"+{(f.onset_ts_ms - stream_start) / 60000:.1f} min"
         table.add_row(f.asset_id, f.kind, onset, "yes" if evs else "[red]no[/]", delay, hit)
     console.print(table)
-    false_alarms = [e for e in live.events if e.asset_id not in faulty]
-    console.print(
-        f"assets {service.pipeline.windower.__len__() or '-'} open | messages {m.messages:,} "
-        f"(sent {sent:,} readings + {garbage} garbage) | readings {m.readings:,} | "
-        f"windows {m.windows:,} | events {m.events} ({len(false_alarms)} on healthy pumps) | "
-        f"dead letters {dict(m.dead_letters)} | data-quality events {m.quality_events}"
+    healthy = sum(1 for e in live.events if e.asset_id not in faulty)
+    early = sum(
+        1
+        for f in faults
+        for e in live.events
+        if e.asset_id == f.asset_id and e.window_end_ms <= f.onset_ts_ms
     )
-    console.print(
-        f"reading outcomes: scored {acct.scored:,}, not in a window {acct.unwindowed:,}, "
-        f"incomplete rows {acct.incomplete:,}, late {acct.late:,}, "
-        f"still open {service.pipeline.windower.open_readings():,}"
+    summary = Table(title="where everything went", show_header=False)
+    summary.add_row("messages consumed", f"{m.messages:,} ({sent:,} readings + {garbage} garbage)")
+    summary.add_row("windows scored", f"{m.windows:,}")
+    summary.add_row(
+        "anomaly events", f"{m.events} ({healthy} on healthy pumps, {early} before an onset)"
     )
-    console.print(f"demo took {wall:.0f} s")
+    summary.add_row("dead letters", ", ".join(f"{k} {v}" for k, v in m.dead_letters.items()))
+    summary.add_row("data-quality events", str(m.quality_events))
+    summary.add_row(
+        "reading outcomes",
+        f"scored {acct.scored:,} | not in a window {acct.unwindowed:,} | "
+        f"incomplete rows {acct.incomplete:,} | late {acct.late:,} | "
+        f"still in open windows {service.pipeline.windower.open_readings():,}",
+    )
+    console.print(summary)

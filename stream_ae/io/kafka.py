@@ -134,8 +134,18 @@ class Admin:
         probe()
 
     def existing_topics(self) -> dict[str, int]:
-        md = self._admin.list_topics(timeout=10)
-        return {name: len(t.partitions) for name, t in md.topics.items()}
+        """Topic -> partition count (retried: it is the first call after connecting)."""
+
+        @_retrying(self._kafka.connect_attempts)
+        def fetch() -> dict[str, int]:
+            try:
+                md = self._admin.list_topics(timeout=10)
+            except KafkaException as exc:
+                raise KafkaIOError(f"cannot list topics: {exc}") from None
+            return {name: len(t.partitions) for name, t in md.topics.items()}
+
+        topics: dict[str, int] = fetch()
+        return topics
 
     def ensure_topics(
         self,

@@ -135,6 +135,10 @@ class ScorerThread:
         self.thread.start()
         return self
 
+    def assignment(self) -> list[int]:
+        consumer = getattr(self.service, "consumer", None)
+        return [] if consumer is None else consumer.assignment()
+
     def wait_for(self, messages: int, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while self.service.pipeline.metrics.messages < messages:

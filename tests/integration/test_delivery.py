@@ -125,6 +125,7 @@ def test_two_scorers_in_one_group_score_every_window_through_a_rebalance(env: En
     a = ScorerThread(settings).start()
     wait_until(lambda: a.service.pipeline.metrics.windows > 0, 60, "scorer A to score")
     b = ScorerThread(settings).start()  # joins: the group rebalances mid-stream
+    wait_until(lambda: bool(b.assignment()), 60, "scorer B to get partitions")
     env.produce(settings, second)
     try:
         wait_until(

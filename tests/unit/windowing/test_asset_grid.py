@@ -408,6 +408,23 @@ def test_min_pin_keeps_fill_sources_in_invalid_rows() -> None:
     g = f.grid
     assert g is not None
     assert g.min_pin() == 0
+    replay = Feeder(spec(size=2, hop=1, fill=2))
+    replay.add([(0, [1.0, NAN]), (1000, [NAN, 2.0]), (2000, [3.0, 4.0])])
+    replay.flush()
+    assert replay.rows(1000 // P) == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_pin_history_stays_small_without_min_pin_calls() -> None:
+    f = Feeder(spec(size=8, hop=4, fill=2, lateness=2000))
+    for b in range(3000):
+        f.add(wide([b]))
+    g = f.grid
+    assert g is not None
+    assert len(g.history) <= 33
+    assert sum(len(h[0]) for h in g.history) <= 33 + 8 + 4 + 2
+    # closed = (2999250 - 2000) // 1000 = 2997: last window [2988, 2996), next [2992, 3000)
+    # may fill from row 2990 on
+    assert g.min_pin() == 2990
 
 
 def test_min_pin_keeps_fill_sources_before_the_current_run() -> None:

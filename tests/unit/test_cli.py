@@ -1,0 +1,200 @@
+"""The command line: help, errors raised by commands, and main()'s one-line messages.
+
+No broker: every case fails (on purpose) before Kafka would be contacted, and the
+subprocess cases point Kafka at a closed port with one attempt, so a command that
+did try to connect would fail fast rather than hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stream_ae import cli
+from stream_ae.errors import ConfigError, DataError
+
+STREAM_AE = Path(sys.executable).with_name("stream-ae")
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No STREAM_AE_* from the caller, no config file in cwd; CLI/global logging restored."""
+    for name in list(os.environ):
+        if name.startswith("STREAM_AE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    ours = logging.getLogger("stream_ae")
+    saved = (list(root.handlers), root.level, ours.level)
+    state = (cli._State.config, cli._State.overrides, cli._State.log_level)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    ours.setLevel(saved[2])
+    cli._State.config, cli._State.overrides, cli._State.log_level = state
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["stream-ae", *args])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    code = info.value.code
+    assert isinstance(code, int)
+    return code
+
+
+# -- typer app (CliRunner) -------------------------------------------------------------------
+
+
+def test_help_lists_every_command() -> None:
+    result = runner.invoke(cli.app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("kafka", "topics", "simulate", "train", "score", "demo"):
+        assert command in result.output
+
+
+def test_score_help_lists_its_options() -> None:
+    result = runner.invoke(cli.app, ["score", "--help"])
+    assert result.exit_code == 0
+    for option in ("--model", "--exactly-once", "--group-id", "--max-idle"):
+        assert option in result.output
+
+
+def test_train_needs_exactly_one_source() -> None:
+    for args in (["train"], ["train", "--csv", "a.csv", "--from", "2025-01-01T00:00:00Z"]):
+        result = runner.invoke(cli.app, args)
+        assert isinstance(result.exception, DataError), result.output
+        assert "exactly one source" in str(result.exception)
+
+
+def test_set_override_reaches_the_settings(tmp_path: Path) -> None:
+    result = runner.invoke(cli.app, ["--set", "window.hop=999", "train", "--csv", "x.csv"])
+    assert isinstance(result.exception, ConfigError)
+    assert "window.hop" in str(result.exception)
+
+
+def test_train_reports_a_bad_csv_line(tmp_path: Path) -> None:
+    f = tmp_path / "n.csv"
+    f.write_text("timestamp,a\n0,1\n1000,oops\n")
+    result = runner.invoke(cli.app, ["train", "--csv", str(f)])
+    assert isinstance(result.exception, DataError)
+    assert "line 3" in str(result.exception)
+
+
+# -- main(): StreamAEError -> one line on stderr, exit 2 --------------------------------------
+
+
+def test_main_turns_errors_into_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_main(monkeypatch, "train") == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: give exactly one source: --csv FILE or --from TIME [--to TIME]"
+
+
+def test_main_bad_set_item(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_main(monkeypatch, "--set", "window.size", "score") == 2
+    err = capsys.readouterr().err
+    assert "'window.size': expected SECTION.FIELD=VALUE" in err
+    assert "Traceback" not in err
+
+
+def test_main_missing_config_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.toml"
+    assert run_main(monkeypatch, "--config", str(missing), "score") == 2
+    assert f"settings file {missing} does not exist" in capsys.readouterr().err
+
+
+def test_main_bad_log_level(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_main(monkeypatch, "--log-level", "verbose", "train") == 2
+    assert "log_level" in capsys.readouterr().err
+
+
+# -- the installed console script ------------------------------------------------------------
+
+CASES = {
+    "invalid_setting": ("--set", "window.hop=999", "score"),
+    "missing_csv": ("train", "--csv", "/nonexistent.csv"),
+    "missing_model": ("score", "--model", "/nonexistent"),
+}
+
+
+@pytest.fixture(scope="module")
+def console_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Run every case at once (each pays the interpreter start-up, the model case torch's)."""
+    cwd = tmp_path_factory.mktemp("cli")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_AE_")}
+    env.update(
+        STREAM_AE_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1",
+        STREAM_AE_KAFKA__CONNECT_ATTEMPTS="1",
+        STREAM_AE_MODEL__LOAD_ATTEMPTS="1",
+    )
+    procs = {
+        name: subprocess.Popen(
+            [str(STREAM_AE), *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in CASES.items()
+    }
+    done = {}
+    for name, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err = f"HUNG (killed after 60 s)\n{err}"
+        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done
+
+
+def one_clean_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ")
+    return proc.stderr
+
+
+def test_console_script_invalid_setting(
+    console_runs: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    err = one_clean_error(console_runs["invalid_setting"])
+    assert "window" in err
+    assert "window.hop" in err
+
+
+def test_console_script_missing_csv(
+    console_runs: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    err = one_clean_error(console_runs["missing_csv"])
+    assert "/nonexistent.csv" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_console_script_missing_model_fails_before_kafka(
+    console_runs: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    err = one_clean_error(console_runs["missing_model"])
+    assert "/nonexistent" in err
+    assert "does not exist" in err
+    assert "Kafka" not in err  # the model loads first; Kafka was never needed

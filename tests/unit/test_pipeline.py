@@ -1,0 +1,369 @@
+"""Pipeline: fake messages and a fake scorer in, events / dead letters / offsets out.
+
+Grid used throughout: period 1 s, W = 4, H = 2, no allowed lateness, no fill, so a
+reading at bucket k makes every bucket below k final, and windows start on even
+buckets. T0 is on an even bucket, so for one asset fed buckets 0..11 the windows
+are [0,4), [2,6), [4,8), [6,10) while streaming and [8,12) at flush.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream_ae.decide.events import Decider
+from stream_ae.pipeline import ModelBinding, Pipeline
+from stream_ae.schemas import DeadLetter
+from stream_ae.windowing import GridSpec
+
+P = 1000
+T0 = 1_700_000_000_000  # bucket 1_700_000_000: even
+NOW = T0 + 3_600_000
+CHANNELS = ["a", "b"]
+THRESHOLD = 5.0
+TOPIC = "sensors.readings"
+
+
+@dataclass
+class Msg:
+    raw: bytes | None
+    part: int = 0
+    off: int = 0
+    k: bytes | None = b"p1"
+    top: str = TOPIC
+
+    def value(self) -> bytes | None:
+        return self.raw
+
+    def key(self) -> bytes | None:
+        return self.k
+
+    def topic(self) -> str | None:
+        return self.top
+
+    def partition(self) -> int | None:
+        return self.part
+
+    def offset(self) -> int | None:
+        return self.off
+
+
+@dataclass
+class MaxAbsScorer:
+    """score = max |value| of the window; share of a channel = its share of sum |value|."""
+
+    calls: list[np.ndarray] = field(default_factory=list)
+
+    def score(self, windows: np.ndarray) -> Any:
+        self.calls.append(windows.copy())
+        mag = np.abs(windows.astype(np.float64))
+        per_channel = mag.sum(axis=2)
+        return SimpleNamespace(
+            scores=mag.max(axis=(1, 2)),
+            channel_shares=per_channel / per_channel.sum(axis=1, keepdims=True),
+        )
+
+
+def make(
+    *,
+    fill_limit: int = 0,
+    track_marks: bool = False,
+    publish_scores: bool = False,
+    idle_timeout_ms: int | None = None,
+) -> tuple[Pipeline, MaxAbsScorer]:
+    scorer = MaxAbsScorer()
+    spec = GridSpec(period_ms=P, size=4, hop=2, lateness_ms=0, fill_limit=fill_limit, n_channels=2)
+    decider = Decider(threshold=THRESHOLD, model_version="v1", channels=CHANNELS)
+    pipeline = Pipeline(
+        ModelBinding(scorer=scorer, decider=decider, spec=spec),
+        max_future_ms=60_000,
+        idle_timeout_ms=idle_timeout_ms,
+        publish_scores=publish_scores,
+        track_marks=track_marks,
+    )
+    return pipeline, scorer
+
+
+def wide(asset: str, bucket: int, a: float | None = 1.0, b: float | None = 1.0) -> bytes:
+    return json.dumps(
+        {"asset_id": asset, "ts": T0 + bucket * P, "values": {"a": a, "b": b}}
+    ).encode()
+
+
+def series(
+    asset: str, buckets: range, *, part: int = 0, first_off: int = 0, spike: int | None = None
+) -> list[Msg]:
+    """One wide message per bucket, consecutive offsets; channel b is 10 at ``spike``."""
+    return [
+        Msg(wide(asset, k, 1.0, 10.0 if k == spike else 1.0), part, first_off + i, asset.encode())
+        for i, k in enumerate(buckets)
+    ]
+
+
+def ms(bucket: int) -> int:
+    return T0 + bucket * P
+
+
+def only(letters: list[DeadLetter]) -> DeadLetter:
+    assert len(letters) == 1, letters
+    return letters[0]
+
+
+# -- scoring and events ----------------------------------------------------------------------
+
+
+def test_event_for_the_anomalous_window_only() -> None:
+    pipe, scorer = make()
+    out = pipe.step(series("p1", range(12), spike=9), now_ms=NOW)
+    assert out.windows == 4
+    (batch,) = scorer.calls
+    assert batch.shape == (4, 2, 4)
+    assert batch.dtype == np.float32
+    assert batch[3].tolist() == [[1, 1, 1, 1], [1, 1, 1, 10]]  # [6,10): channel-major
+    (e,) = out.events
+    assert (e.asset_id, e.window_start_ms, e.window_end_ms) == ("p1", ms(6), ms(10))
+    assert e.score == 10.0
+    assert e.score_ratio == 2.0
+    assert e.severity == "high"
+    # |a| sums to 4, |b| to 13 over the window
+    assert [(c.channel, c.share) for c in e.top_channels] == [
+        ("b", round(13 / 17, 4)),
+        ("a", round(4 / 17, 4)),
+    ]
+    assert out.dead_letters == []
+    assert out.scores == []  # publish_scores is off
+
+
+def test_flush_emits_the_remaining_windows() -> None:
+    pipe, scorer = make()
+    pipe.step(series("p1", range(12), spike=9), now_ms=NOW)
+    out = pipe.flush(now_ms=NOW)
+    assert out.windows == 1
+    assert scorer.calls[-1].shape == (1, 2, 4)
+    (e,) = out.events
+    assert (e.window_start_ms, e.window_end_ms) == (ms(8), ms(12))
+    again = pipe.flush(now_ms=NOW)
+    assert (again.windows, again.events, again.quality) == (0, [], [])
+
+
+def test_no_scoring_call_without_complete_windows() -> None:
+    pipe, scorer = make()
+    out = pipe.step(series("p1", range(4)), now_ms=NOW)  # bucket 3 still open
+    assert out.windows == 0
+    assert scorer.calls == []
+
+
+def test_publish_scores_gives_one_record_per_window() -> None:
+    pipe, _ = make(publish_scores=True)
+    out = pipe.step(series("p1", range(12), spike=9), now_ms=NOW)
+    assert [(r.window_start_ms, r.score) for r in out.scores] == [
+        (ms(0), 1.0),
+        (ms(2), 1.0),
+        (ms(4), 1.0),
+        (ms(6), 10.0),
+    ]
+
+
+def test_metrics_count_messages_readings_windows_events_and_dead_letters() -> None:
+    pipe, _ = make()
+    msgs = [
+        *series("p1", range(12), spike=9),
+        Msg(b"not json", off=12),
+        Msg(json.dumps({"asset_id": "p1", "ts": ms(12), "values": {"zz": 1}}).encode(), off=13),
+    ]
+    pipe.step(msgs, now_ms=NOW)
+    pipe.step([Msg(wide("p1", 3), off=14)], now_ms=NOW)  # late
+    pipe.flush(now_ms=NOW)
+    m = pipe.metrics
+    assert m.messages == 15
+    # the bad JSON and the reading with only unknown channels are not readings;
+    # the late one was accepted at decoding
+    assert m.readings == 13
+    assert m.windows == 5
+    assert m.events == 2
+    assert dict(m.dead_letters) == {"decode_error": 1, "late": 1}
+    assert dict(m.unknown_channels) == {"zz": 1}
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+def test_bad_messages_become_dead_letters_with_their_source() -> None:
+    pipe, _ = make()
+    out = pipe.step(
+        [
+            Msg(wide("p1", 0), part=2, off=40),
+            Msg(b"not json", part=2, off=41, k=b"k1"),
+            Msg(b'{"asset_id": "p9"}', part=5, off=7, k=None),
+        ],
+        now_ms=NOW,
+    )
+    bad, schema = out.dead_letters
+    assert (bad.reason, bad.stage) == ("decode_error", "decode")
+    assert (bad.source_topic, bad.source_partition, bad.source_offset) == (TOPIC, 2, 41)
+    assert (bad.value, bad.key) == (b"not json", b"k1")
+    assert (schema.reason, schema.asset_id) == ("schema_error", "p9")
+    assert (schema.source_partition, schema.source_offset, schema.key) == (5, 7, None)
+    assert out.consumed == {2: 42, 5: 8}
+
+
+def test_late_message_is_dead_lettered_whole() -> None:
+    pipe, _ = make()
+    pipe.step(series("p1", range(6)), now_ms=NOW)  # buckets < 5 final
+    late_raw = wide("p1", 3, 7.0, 7.0)
+    out = pipe.step([Msg(wide("p1", 6), off=6), Msg(late_raw, off=7, k=b"p1")], now_ms=NOW)
+    d = only(out.dead_letters)
+    assert (d.reason, d.stage, d.partial) == ("late", "windowing", False)
+    assert d.value == late_raw
+    assert (d.key, d.asset_id, d.source_partition, d.source_offset) == (b"p1", "p1", 0, 7)
+    assert "1 of 1 readings" in d.error
+    assert "window.allowed_lateness_ms = 0" in d.error
+    assert ("stream_ae.partial", b"true") not in d.headers()
+
+
+def test_batch_partially_late_keeps_just_the_late_readings() -> None:
+    pipe, _ = make()
+    pipe.step(series("p1", range(6)), now_ms=NOW)
+    raw = json.dumps(
+        {
+            "asset_id": "p1",
+            "readings": [
+                {"ts": ms(6), "values": {"a": 6.0, "b": 6.0}},
+                {"ts": ms(2), "values": {"a": 2.5, "b": None}},  # late (bucket 2 is final)
+                {"ts": ms(7), "values": {"a": 7.0, "b": 7.0}},
+            ],
+        }
+    ).encode()
+    out = pipe.step([Msg(raw, part=0, off=6)], now_ms=NOW)
+    d = only(out.dead_letters)
+    assert (d.reason, d.partial, d.asset_id, d.source_offset) == ("late", True, "p1", 6)
+    # just the late reading, wide form, missing channel left out
+    assert json.loads(d.value) == [{"asset_id": "p1", "ts": ms(2), "values": {"a": 2.5}}]
+    assert "1 of 3 readings" in d.error
+    assert ("stream_ae.partial", b"true") in d.headers()
+
+
+# -- offsets ---------------------------------------------------------------------------------
+
+
+def test_consumed_is_next_offset_per_partition() -> None:
+    pipe, _ = make()
+    msgs = [
+        Msg(wide("p1", 0), part=0, off=10),
+        Msg(wide("p2", 0), part=1, off=5),
+        Msg(wide("p1", 1), part=0, off=12),
+        Msg(b"garbage", part=1, off=7),
+        Msg(wide("p1", 2), part=0, off=11),
+    ]
+    assert pipe.step(msgs, now_ms=NOW).consumed == {0: 13, 1: 8}
+    assert pipe.step([], now_ms=NOW).consumed == {}
+
+
+@pytest.mark.parametrize(("fill_limit", "pin"), [(0, 102), (1, 101)])
+def test_committable_stops_at_the_open_windows_first_reading(fill_limit: int, pin: int) -> None:
+    pipe, _ = make(fill_limit=fill_limit)
+    out = pipe.step(series("p1", range(6), first_off=100), now_ms=NOW)
+    # [0,4) was emitted; [2,6) is open and needs bucket 2 (offset 102) on,
+    # and with fill_limit 1 bucket 1 (offset 101) as a possible fill source
+    assert out.windows == 1
+    assert out.consumed == {0: 106}
+    assert pipe.committable(out.consumed) == {0: pin}
+    assert pipe.committable({0: 50}) == {0: 50}  # never ahead of what was consumed
+    assert pipe.committable({3: 9}) == {3: 9}  # a partition with nothing held
+    pipe.flush(now_ms=NOW)
+    assert pipe.committable(out.consumed) == {0: 106}
+
+
+def test_committable_is_per_partition() -> None:
+    pipe, _ = make()
+    out = pipe.step(
+        [*series("p1", range(6), part=0, first_off=100), *series("p2", range(3), part=1)],
+        now_ms=NOW,
+    )
+    # p2: no window yet, so its first reading (offset 0) is still needed
+    assert pipe.committable(out.consumed) == {0: 102, 1: 0}
+
+
+# -- exactly-once marks ----------------------------------------------------------------------
+
+
+def test_track_marks_skips_windows_at_or_before_the_mark() -> None:
+    pipe, scorer = make(track_marks=True)
+    pipe.marks[(0, "p1")] = ms(2)
+    pipe.marks[(1, "p2")] = ms(100)  # another partition's mark: does not apply to p2 on 0
+    msgs = [*series("p1", range(12), spike=1), *series("p2", range(6), first_off=12)]
+    out = pipe.step(msgs, now_ms=NOW)
+    (batch,) = scorer.calls
+    assert batch.shape[0] == 3  # p1: [4,8), [6,10); p2: [0,4)
+    assert out.windows == 3
+    assert out.events == []  # the spike's window [0,4) was published before
+    assert pipe.suppressed_windows == 2
+    assert pipe.marks == {(0, "p1"): ms(6), (1, "p2"): ms(100), (0, "p2"): ms(0)}
+    assert pipe.dirty_marks == {(0, "p1"), (0, "p2")}
+
+
+def test_without_marks_the_same_input_gives_the_event() -> None:
+    pipe, _ = make(track_marks=False)
+    pipe.marks[(0, "p1")] = ms(2)  # ignored when marks are not tracked
+    out = pipe.step(series("p1", range(12), spike=1), now_ms=NOW)
+    assert out.windows == 4
+    assert [e.window_start_ms for e in out.events] == [ms(0)]
+    assert pipe.suppressed_windows == 0
+    assert pipe.dirty_marks == set()
+
+
+def test_all_windows_suppressed_calls_no_scorer() -> None:
+    pipe, scorer = make(track_marks=True)
+    pipe.marks[(0, "p1")] = ms(1000)
+    out = pipe.step(series("p1", range(12)), now_ms=NOW)
+    assert (out.windows, scorer.calls, pipe.suppressed_windows) == (0, [], 4)
+    assert pipe.dirty_marks == set()
+
+
+def test_forget_partitions_drops_state_and_marks() -> None:
+    pipe, _ = make(track_marks=True, publish_scores=True)
+    out = pipe.step([*series("p1", range(6), part=0), *series("p2", range(6), part=1)], now_ms=NOW)
+    assert pipe.marks == {(0, "p1"): ms(0), (1, "p2"): ms(0)}
+    pipe.forget_partitions([0])
+    assert pipe.marks == {(1, "p2"): ms(0)}
+    assert pipe.dirty_marks == {(1, "p2")}
+    assert pipe.committable(out.consumed) == {0: 6, 1: 2}  # nothing held on 0 any more
+    flushed = pipe.flush(now_ms=NOW)
+    assert [(r.asset_id, r.window_start_ms) for r in flushed.scores] == [("p2", ms(2))]
+
+
+# -- data quality ----------------------------------------------------------------------------
+
+
+def test_gap_becomes_a_quality_event() -> None:
+    pipe, _ = make()
+    out = pipe.step([*series("p1", range(6)), *series("p1", range(9, 15), first_off=6)], now_ms=NOW)
+    (q,) = out.quality
+    assert (q.kind, q.asset_id, q.start_ms, q.end_ms) == ("gap", "p1", ms(6), ms(9))
+    assert q.detail.startswith("3 grid steps")
+    assert pipe.metrics.quality_events == 1
+
+
+def test_tick_closes_silent_assets_after_the_idle_timeout() -> None:
+    pipe, _ = make(idle_timeout_ms=60_000)
+    pipe.step(series("p1", range(6)), now_ms=NOW)
+    quiet = pipe.tick(now_ms=NOW + 60_000)  # not yet longer than the timeout
+    assert (quiet.windows, quiet.quality) == (0, [])
+    out = pipe.tick(now_ms=NOW + 60_001)
+    assert out.windows == 1  # [2,6) closed with the asset
+    (q,) = out.quality
+    assert (q.kind, q.asset_id, q.start_ms) == ("silent_asset", "p1", ms(5))
+    assert pipe.committable({0: 6}) == {0: 6}
+
+
+def test_reading_before_year_one_does_not_crash_the_pipeline() -> None:
+    pipe, _ = make(idle_timeout_ms=1000)
+    ancient = -9_000_000_000_000_000  # inside decode's TS_LIMIT_MS, year -283229
+    raw = json.dumps({"asset_id": "p1", "ts": ancient, "values": {"a": 1, "b": 1}}).encode()
+    pipe.step([Msg(raw)], now_ms=NOW)
+    pipe.tick(now_ms=NOW + 2000)  # closes the silent asset: its quality event renders the time

@@ -1,0 +1,246 @@
+"""read_csv (time formats, separators, asset/label/channel columns, errors), to_windows,
+readings_from_arrays."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream_ae.errors import DataError
+from stream_ae.readings_io import Readings, read_csv, readings_from_arrays, to_windows
+from stream_ae.windowing import GridSpec
+
+NEW_YEAR = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+
+
+def csv_file(tmp_path: Path, text: str, name: str = "plant.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def nan_as_none(values: np.ndarray) -> list[list[float | None]]:
+    return [[None if math.isnan(v) else v for v in row] for row in values.tolist()]
+
+
+# -- read_csv: formats -----------------------------------------------------------------------
+
+
+def test_iso_z_asset_and_label_columns(tmp_path: Path) -> None:
+    r = read_csv(
+        csv_file(
+            tmp_path,
+            "timestamp,asset_id,vibration,pressure,anomaly\n"
+            "2025-01-01T00:00:00Z,p1,1.5,6.0,0\n"
+            "2025-01-01T00:00:01.250Z,p2,,6.1,1\n"
+            "2025-01-01T00:00:02Z,p1,1.25,-2,0\n",
+        )
+    )
+    assert r.channels == ["vibration", "pressure"]  # timestamp/asset_id/anomaly are reserved
+    assert r.asset_ids == ["p1", "p2", "p1"]
+    assert r.ts_ms.tolist() == [NEW_YEAR, NEW_YEAR + 1250, NEW_YEAR + 2000]
+    assert r.ts_ms.dtype == np.int64
+    assert nan_as_none(r.values) == [[1.5, 6.0], [None, 6.1], [1.25, -2.0]]
+    assert r.labels is not None
+    assert r.labels.tolist() == [0, 1, 0]
+    assert r.labels.dtype == np.int8
+    assert len(r) == 3
+
+
+def test_naive_timestamps_are_utc_and_offsets_are_honoured(tmp_path: Path) -> None:
+    r = read_csv(
+        csv_file(
+            tmp_path,
+            "datetime,a\n"
+            "2025-01-01 00:00:00,1\n"  # space separator, no zone
+            "2025-01-01T00:00:01.500,2\n"  # no zone, fraction
+            "2025-01-01T01:00:02+01:00,3\n"  # explicit positive offset
+            "2025-01-01T00:00:03+00:00,4\n",
+        )
+    )
+    assert r.ts_ms.tolist() == [NEW_YEAR, NEW_YEAR + 1500, NEW_YEAR + 2000, NEW_YEAR + 3000]
+
+
+def test_negative_utc_offset_is_honoured(tmp_path: Path) -> None:
+    r = read_csv(csv_file(tmp_path, "timestamp,a\n2024-12-31T19:00:00-05:00,1\n"))
+    assert r.ts_ms.tolist() == [NEW_YEAR]
+
+
+def test_epoch_milliseconds(tmp_path: Path) -> None:
+    r = read_csv(csv_file(tmp_path, "ts,a\n1700000000000,1\n1700000001000,2\n-1000,3\n"))
+    assert r.ts_ms.tolist() == [1_700_000_000_000, 1_700_000_001_000, -1000]
+    assert r.values.tolist() == [[1.0], [2.0], [3.0]]
+
+
+def test_semicolon_separator(tmp_path: Path) -> None:
+    r = read_csv(
+        csv_file(tmp_path, "time;asset_id;a;b\n1000;m1;1.5;2\n2000;m1;3;\n"),
+        sep=";",
+    )
+    assert r.channels == ["a", "b"]
+    assert r.ts_ms.tolist() == [1000, 2000]
+    assert nan_as_none(r.values) == [[1.5, 2.0], [3.0, None]]
+
+
+def test_without_asset_column_the_file_stem_is_the_asset(tmp_path: Path) -> None:
+    f = csv_file(tmp_path, "timestamp,a\n0,1\n1000,2\n", name="pump-07.csv")
+    assert read_csv(f).asset_ids == ["pump-07", "pump-07"]
+    assert read_csv(f, default_asset="m9").asset_ids == ["m9", "m9"]
+    assert read_csv(f).labels is None
+
+
+def test_channel_selection_and_order(tmp_path: Path) -> None:
+    f = csv_file(tmp_path, "timestamp,a,b,c\n0,1,2,3\n1000,4,5,6\n")
+    r = read_csv(f, channels=["c", "a"])
+    assert r.channels == ["c", "a"]
+    assert r.values.tolist() == [[3.0, 1.0], [6.0, 4.0]]
+
+
+def test_explicitly_named_columns_are_not_channels(tmp_path: Path) -> None:
+    f = csv_file(tmp_path, "when,machine,a,bad\n5000,m1,1.5,1\n")
+    r = read_csv(f, time_column="when", asset_column="machine", label_column="bad")
+    assert r.channels == ["a"]
+    assert r.ts_ms.tolist() == [5000]
+    assert r.asset_ids == ["m1"]
+    assert r.values.tolist() == [[1.5]]
+    assert r.labels is not None
+    assert r.labels.tolist() == [1]
+
+
+def test_blank_lines_are_skipped(tmp_path: Path) -> None:
+    r = read_csv(csv_file(tmp_path, "timestamp,a\n0,1\n\n1000,2\n"))
+    assert r.ts_ms.tolist() == [0, 1000]
+
+
+# -- read_csv: errors ------------------------------------------------------------------------
+
+
+def test_missing_channel_is_named(tmp_path: Path) -> None:
+    f = csv_file(tmp_path, "timestamp,a,b\n0,1,2\n")
+    with pytest.raises(DataError, match=r"\['temp'\] not in the header"):
+        read_csv(f, channels=["a", "temp"])
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("timestamp,a\n0,1\n1000,abc\n", 3),  # bad number
+        ("timestamp,a\n0,1\nyesterday,2\n", 3),  # bad timestamp
+        ("timestamp,a\n0,1\n\n1000,2\n2000\n", 5),  # short row after a blank line
+        ("ts;a\n1700000000000;1,5\n", 2),  # decimal comma is not a number
+    ],
+)
+def test_unparsable_line_is_named(tmp_path: Path, text: str, line: int) -> None:
+    f = csv_file(tmp_path, text)
+    sep = ";" if text.startswith("ts;") else ","
+    with pytest.raises(DataError, match=rf"plant\.csv, line {line}: cannot parse"):
+        read_csv(f, sep=sep)
+
+
+def test_unparsable_label_is_a_data_error(tmp_path: Path) -> None:
+    f = csv_file(tmp_path, "timestamp,a,anomaly\n0,1,0\n1000,2,yes\n")
+    with pytest.raises(DataError, match="line 3"):
+        read_csv(f)
+
+
+def test_file_level_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        read_csv(tmp_path / "absent.csv")
+    with pytest.raises(DataError, match="empty"):
+        read_csv(csv_file(tmp_path, ""))
+    with pytest.raises(DataError, match="no time column"):
+        read_csv(csv_file(tmp_path, "when,a\n0,1\n"))
+    with pytest.raises(DataError, match="no channel columns"):
+        read_csv(csv_file(tmp_path, "timestamp,asset_id,anomaly\n0,p,0\n"))
+    with pytest.raises(DataError, match="no data rows"):
+        read_csv(csv_file(tmp_path, "timestamp,a\n"))
+
+
+def test_select_keeps_labels_aligned(tmp_path: Path) -> None:
+    r = read_csv(csv_file(tmp_path, "timestamp,a,anomaly\n0,1,0\n1000,2,1\n2000,3,0\n"))
+    assert r.labels is not None
+    normal = r.select(r.labels == 0)
+    assert normal.ts_ms.tolist() == [0, 2000]
+    assert normal.values.tolist() == [[1.0], [3.0]]
+    assert normal.labels is not None
+    assert normal.labels.tolist() == [0, 0]
+
+
+# -- to_windows ------------------------------------------------------------------------------
+
+SPEC = GridSpec(period_ms=1000, size=4, hop=2, lateness_ms=0, fill_limit=0, n_channels=1)
+
+
+def test_to_windows_all_complete_windows_of_every_asset() -> None:
+    # x: buckets 0..9 with value = bucket; y: buckets 0..5 with value = 100 + bucket;
+    # interleaved in time like a real file
+    rows = [("x", k, float(k)) for k in range(10)] + [("y", k, 100.0 + k) for k in range(6)]
+    rows.sort(key=lambda r: (r[1], r[0]))
+    r = Readings(
+        [a for a, _, _ in rows],
+        np.array([k * 1000 for _, k, _ in rows], np.int64),
+        np.array([[v] for _, _, v in rows]),
+        ["a"],
+    )
+    w = to_windows(r, SPEC)
+    got = sorted(zip(w.asset_ids, w.start_ms.tolist(), w.end_ms.tolist(), strict=True))
+    assert got == [
+        ("x", 0, 4000),
+        ("x", 2000, 6000),
+        ("x", 4000, 8000),
+        ("x", 6000, 10000),
+        ("y", 0, 4000),
+        ("y", 2000, 6000),
+    ]
+    assert w.values.shape == (6, 1, 4)
+    assert w.values.dtype == np.float32
+    assert w.partitions.tolist() == [0] * 6
+    i = list(zip(w.asset_ids, w.start_ms.tolist(), strict=True)).index(("y", 2000))
+    assert w.values[i, 0].tolist() == [102.0, 103.0, 104.0, 105.0]
+
+
+def test_to_windows_no_window_spans_a_gap() -> None:
+    buckets = [0, 1, 2, 3, 5, 6, 7, 8, 9]  # bucket 4 missing, fill_limit 0
+    r = Readings(
+        ["x"] * len(buckets),
+        np.array(buckets, np.int64) * 1000,
+        np.ones((len(buckets), 1)),
+        ["a"],
+    )
+    assert to_windows(r, SPEC).start_ms.tolist() == [0, 6000]
+
+
+def test_to_windows_of_too_little_data_is_empty() -> None:
+    r = Readings(["x"] * 3, np.array([0, 1000, 2000], np.int64), np.ones((3, 1)), ["a"])
+    w = to_windows(r, SPEC)
+    assert len(w) == 0
+    assert w.values.shape == (0, 1, 4)
+
+
+# -- readings_from_arrays --------------------------------------------------------------------
+
+
+def test_readings_from_arrays_time_major_with_presence() -> None:
+    ts = np.array([0, 1000, 2000], np.int64)
+    values = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)  # (T, A, C)
+    present = np.array([[True, False], [True, True], [False, True]])
+    r = readings_from_arrays(["a0", "a1"], ts, values, present, ["c0", "c1"])
+    assert r.asset_ids == ["a0", "a0", "a1", "a1"]
+    assert r.ts_ms.tolist() == [0, 1000, 1000, 2000]
+    assert r.values.tolist() == [[0.0, 1.0], [4.0, 5.0], [6.0, 7.0], [10.0, 11.0]]
+    assert r.values.dtype == np.float64
+    assert r.ts_ms.dtype == np.int64
+    assert r.channels == ["c0", "c1"]
+    assert r.labels is None
+
+
+def test_readings_from_arrays_with_per_asset_times() -> None:
+    ts = np.array([[0, 5], [1000, 1005]], np.int64)  # (T, A)
+    values = np.zeros((2, 2, 1))
+    present = np.ones((2, 2), bool)
+    r = readings_from_arrays(["a0", "a1"], ts, values, present, ["c"])
+    assert r.asset_ids == ["a0", "a1", "a0", "a1"]
+    assert r.ts_ms.tolist() == [0, 5, 1000, 1005]
