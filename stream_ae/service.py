@@ -206,7 +206,7 @@ class ScorerService:
             rebalance=Rebalance(on_assign=self._on_assign, on_revoke=self._on_revoke),
             read_committed=self._eos,
         )
-        started = last_msg = last_commit = last_stats = time.monotonic()
+        started = last_msg = last_commit = last_stats = last_sweep = time.monotonic()
         batches = 0
         try:
             while not self._stop:
@@ -220,9 +220,10 @@ class ScorerService:
                     for p, o in out.consumed.items():
                         self._consumed[p] = max(o, self._consumed.get(p, 0))
                     self._publish(out)
-                else:
+                if now - last_sweep >= 1.0:  # silent assets, even while others stream
                     self._begin()
                     self._publish(self.pipeline.tick(now_ms=now_ms()))
+                    last_sweep = now
                 if now - last_commit >= s.scorer.commit_interval_s:
                     self._commit()
                     last_commit = now

@@ -16,6 +16,7 @@ from harness import (
     scores_of,
     simulator,
     stream_messages,
+    wait_until,
 )
 
 from stream_ae.schemas import H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_STAGE
@@ -95,3 +96,31 @@ def test_every_kind_of_bad_message_is_dead_lettered_while_good_readings_score(en
     assert scored_assets == {f"pump-{i:03d}" for i in range(6)}
     m = scorer.service.pipeline.metrics
     assert sum(m.dead_letters.values()) == len(expected_reason)
+
+
+def test_gaps_and_silent_assets_become_data_quality_events(env: Env) -> None:
+    settings = env.settings(window={"idle_timeout_ms": 2000, "fill_limit": 3})
+    env.create_topics(settings, partitions=1)
+    msgs = stream_messages(simulator(), 400)
+    # pump-002 sends nothing for steps 200..259: a 60 s hole, far beyond the fill limit
+    hole = range(STREAM_START + 200 * PERIOD_MS, STREAM_START + 260 * PERIOD_MS)
+    kept = [m for m in msgs if not (m[0] == b"pump-002" and m[2] in hole)]
+    env.produce(settings, kept)
+    scorer = ScorerThread(settings).start()
+    scorer.wait_for(len(kept))
+    wait_until(lambda: scorer.service.pipeline.metrics.quality_events >= 7, 30, "quality events")
+    scorer.stop()
+    from stream_ae.schemas import decode_quality_event
+
+    events = [
+        decode_quality_event(m.value()) for m in read_all(settings, settings.topics.data_quality)
+    ]
+    gaps = [e for e in events if e.kind == "gap"]
+    assert [(e.asset_id, e.start_ms, e.end_ms) for e in gaps] == [
+        ("pump-002", STREAM_START + 203 * PERIOD_MS, STREAM_START + 260 * PERIOD_MS)
+    ]  # steps 200..202 are filled forward from step 199 (fill_limit 3); 203 is the first hole
+    silent = {e.asset_id for e in events if e.kind == "silent_asset"}
+    assert silent == {f"pump-{i:03d}" for i in range(6)}
+    # no window spans the hole
+    acct = scorer.service.pipeline.windower.accounting()
+    assert acct.late == 0
