@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import math
+import multiprocessing
 import os
 import platform
 import pstats
@@ -51,6 +53,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,7 @@ class Stages:
         self.seconds: dict[str, float] = defaultdict(float)
         self.cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.gc: dict[str, float] = {}
         self.active = True
 
     def add(self, name: str, wall: float, cpu: float) -> None:
@@ -150,6 +154,33 @@ def make_settings(args: argparse.Namespace, bootstrap: str, run: str, work: Path
             },
         }
     )
+
+
+def train_model(settings: Any, sim: Any, steps: int, epochs: int, work: Path) -> Path:
+    """Train on the simulator's next ``steps`` steps (normal operation); the artifact path."""
+    from stream_ae.readings_io import readings_from_arrays
+    from stream_ae.training import train
+
+    t0 = time.monotonic()
+    block = sim.step_block(steps)
+    readings = readings_from_arrays(
+        block.asset_ids, block.reading_ts_ms, block.values, block.present, list(block.channels)
+    )
+    say(f"training conv W={W} H={H} on {len(readings):,} readings, {epochs} epochs")
+    path, info = train(readings, settings, source="benchmark", out_dir=work / "artifacts")
+    say(f"trained on {info['windows']:,} windows in {time.monotonic() - t0:.1f} s")
+    return path
+
+
+def train_in_child(
+    args: argparse.Namespace, bootstrap: str, run: str, work: Path, start_ms: int
+) -> Path:
+    from stream_ae.simulate import Simulator
+
+    settings = make_settings(args, bootstrap, run, work)
+    period = settings.window.sample_period_ms
+    sim = Simulator(args.assets, seed=args.seed, sample_period_ms=period, start_ts_ms=start_ms)
+    return train_model(settings, sim, args.train_steps, args.epochs, work)
 
 
 def fill_topic(settings: Any, sim: Any, steps: int) -> tuple[int, float]:
@@ -282,6 +313,17 @@ def run_scorer(
     ]
     for obj, attr, stage in patches:
         setattr(obj, attr, stages.wrap(stage, getattr(obj, attr)))
+    gc_stats = {"seconds": 0.0, "t0": 0.0, "gen0": 0, "gen1": 0, "gen2": 0}
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_stats["t0"] = time.perf_counter()
+        elif stages.active and "first" in marks:
+            gc_stats["seconds"] += time.perf_counter() - gc_stats["t0"]
+            gc_stats[f"gen{info['generation']}"] += 1
+
+    gc.callbacks.append(on_gc)
+    tracked_at_start = len(gc.get_objects())
     original = service_mod.InputConsumer  # type: ignore[attr-defined]
     setattr(service_mod, "InputConsumer", TimedConsumer)  # noqa: B010
     prof = cProfile.Profile() if profile_path else None
@@ -293,6 +335,7 @@ def run_scorer(
         if prof:
             prof.disable()
         setattr(service_mod, "InputConsumer", original)  # noqa: B010
+        gc.callbacks.remove(on_gc)
         for obj, attr, _stage in patches:
             vars(obj).pop(attr, None)
     if "end" not in marks:
@@ -302,6 +345,8 @@ def run_scorer(
     elapsed = marks["end"] - marks["first"]
     stages.cpu["main_thread_total"] = marks["end_thread_cpu"] - marks["first_thread_cpu"]
     stages.cpu["process_total"] = marks["end_process_cpu"] - marks["first_process_cpu"]
+    stages.gc = {k: v for k, v in gc_stats.items() if k != "t0"}
+    stages.gc["tracked_objects_at_start"] = tracked_at_start
     metrics: dict[str, Any] = summary.metrics
     if prof and profile_path:
         prof.dump_stats(profile_path)
@@ -380,10 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from stream_ae.io.kafka import Admin
-    from stream_ae.readings_io import readings_from_arrays
     from stream_ae.service import load_model, output_topics
     from stream_ae.simulate import Simulator
-    from stream_ae.training import train
 
     run = time.strftime("%Y%m%d%H%M%S") + f"-{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="stream_ae_bench_work_"))
@@ -406,23 +449,16 @@ def main(argv: list[str] | None = None) -> int:
         sim = Simulator(args.assets, seed=args.seed, sample_period_ms=period, start_ts_ms=start)
         assert len(sim.channels) == CHANNELS
 
-        t0 = time.monotonic()
-        block = sim.step_block(args.train_steps)
-        readings = readings_from_arrays(
-            block.asset_ids,
-            block.reading_ts_ms,
-            block.values,
-            block.present,
-            list(block.channels),
-        )
-        say(f"training conv W={W} H={H} on {len(readings):,} readings, {args.epochs} epochs")
-        path, tinfo = train(readings, settings, source="benchmark", out_dir=work / "artifacts")
-        say(f"trained on {tinfo['windows']:,} windows in {time.monotonic() - t0:.1f} s")
+        # train in a child process: training pulls in torch modules (dynamo, sympy, ...) a
+        # scorer process never imports, and their objects would inflate this process's GC cost
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            path = pool.submit(train_in_child, args, bootstrap, run, work, start).result()
         settings.model.path = path
-
+        sim.step_block(args.train_steps)  # the scored stretch follows the training stretch
         say(f"producing {steps * args.assets:,} readings ({args.assets} assets x {steps} steps)")
         expected, fill_s = fill_topic(settings, sim, steps)
         say(f"topic filled in {fill_s:.1f} s ({expected / fill_s:,.0f}/s)")
+        del sim
 
         bare1 = bare_consume(settings, expected, args.batch_size, "before")
 
@@ -430,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         assert loaded.metadata.window == W and loaded.metadata.hop == H
         say(f"scorer: batch_size={args.batch_size}, torch threads={torch.get_num_threads()}")
         load_scorer = os.getloadavg()
+        gc.collect()  # drop the set-up garbage (simulator, training data) before measuring
         rate, metrics, stages, elapsed = run_scorer(settings, loaded, expected, args.profile)
         say(
             f"scorer: {metrics['readings']:,} readings, {metrics['windows']:,} windows, "
@@ -514,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         f"scorer_cpu: main_thread={cpu['main_thread_total']:.2f}s "
         f"({100 * cpu['main_thread_total'] / elapsed:.0f}% of wall) "
         f"process_all_threads={cpu['process_total']:.2f}s stage_cpu: {cpu_shares}"
+    )
+    g = stages.gc
+    print(
+        f"scorer_gc: seconds={g['seconds']:.2f} ({100 * g['seconds'] / elapsed:.0f}% of wall, "
+        f"inside the stages above) collections gen0={g['gen0']:.0f} gen1={g['gen1']:.0f} "
+        f"gen2={g['gen2']:.0f} tracked_objects_at_start={g['tracked_objects_at_start']:.0f}"
     )
     print(f"total_wall_s={total:.0f}")
     print(f"ratio={rate / bare:.3f}")

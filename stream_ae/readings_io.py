@@ -35,6 +35,7 @@ class Readings:
     values: np.ndarray  # (N, C)
     channels: list[str]
     labels: np.ndarray | None = None  # (N,) int8 when the file has a label column
+    changepoints: np.ndarray | None = None  # (N,) int8 when it has a changepoint column
 
     def __len__(self) -> int:
         return len(self.asset_ids)
@@ -47,6 +48,7 @@ class Readings:
             self.values[idx],
             self.channels,
             None if self.labels is None else self.labels[idx],
+            None if self.changepoints is None else self.changepoints[idx],
         )
 
 
@@ -58,6 +60,7 @@ def read_csv(
     time_column: str | None = None,
     asset_column: str = "asset_id",
     label_column: str = "anomaly",
+    changepoint_column: str = "changepoint",
     default_asset: str | None = None,
 ) -> Readings:
     """Read a CSV of readings: a time column (ISO-8601, zone assumed UTC when absent,
@@ -77,7 +80,7 @@ def read_csv(
             raise DataError(
                 f"{path}: no time column (looked for {looked})", hint="name it with --time-column"
             )
-        own = {tcol, asset_column, label_column}  # named columns are never channels
+        own = {tcol, asset_column, label_column, changepoint_column}  # named columns are never channels
         chans = (
             list(channels)
             if channels
@@ -97,6 +100,8 @@ def read_csv(
         stamps: list[int] = []
         rows: list[list[float]] = []
         labels: list[int] = []
+        cpi = header.index(changepoint_column) if changepoint_column in header else None
+        cps: list[int] = []
         for lineno, rec in enumerate(reader, start=2):
             if not rec:
                 continue
@@ -109,6 +114,7 @@ def read_csv(
                     raise ValueError("a channel value is not finite (leave the cell empty)")
                 asset = rec[ai] if ai is not None else asset_default
                 label = int(float(rec[li] or 0)) if li is not None else 0
+                cp = int(float(rec[cpi] or 0)) if cpi is not None else 0
             except Exception as exc:
                 raise DataError(f"{path}, line {lineno}: cannot parse ({exc})") from None
             rows.append(row)
@@ -116,6 +122,8 @@ def read_csv(
             assets.append(asset)
             if li is not None:
                 labels.append(label)
+            if cpi is not None:
+                cps.append(cp)
     if not rows:
         raise DataError(f"{path}: no data rows")
     return Readings(
@@ -124,6 +132,7 @@ def read_csv(
         np.array(rows, np.float64),
         chans,
         np.array(labels, np.int8) if li is not None else None,
+        np.array(cps, np.int8) if cpi is not None else None,
     )
 
 
