@@ -80,7 +80,12 @@ def read_csv(
             raise DataError(
                 f"{path}: no time column (looked for {looked})", hint="name it with --time-column"
             )
-        own = {tcol, asset_column, label_column, changepoint_column}  # named columns are never channels
+        own = {
+            tcol,
+            asset_column,
+            label_column,
+            changepoint_column,
+        }  # named columns are never channels
         chans = (
             list(channels)
             if channels

@@ -188,6 +188,53 @@ def run_split_file(
     )
 
 
+def score_file_with_artifact(
+    path: Path,
+    loaded: Any,
+    *,
+    sep: str = ",",
+    label_column: str = "anomaly",
+    time_column: str | None = None,
+    delay: int = 0,
+) -> FileRun:
+    """A labelled CSV scored by a saved model with the live (causal) rule."""
+    md = loaded.metadata
+    readings = read_csv(
+        path,
+        channels=md.channels,
+        sep=sep,
+        label_column=label_column,
+        time_column=time_column,
+        default_asset=path.stem,
+    )
+    spec = ModelSpec(window=md.window, hop=md.hop, delay=delay)
+    windows, scores, shares, pred, counted = score_rows(
+        readings,
+        loaded.scorer,
+        md.threshold_spec.value,
+        spec,
+        period_ms=md.sample_period_ms,
+        rule="causal",
+    )
+    n = len(readings)
+    return FileRun(
+        name=path.name,
+        channels=readings.channels,
+        ts_ms=readings.ts_ms,
+        values=readings.values,
+        labels=readings.labels if readings.labels is not None else np.zeros(n, np.int8),
+        changepoints=(
+            readings.changepoints if readings.changepoints is not None else np.zeros(n, np.int8)
+        ),
+        pred=pred,
+        counted=counted,
+        window_end_ms=windows.end_ms,
+        window_scores=scores,
+        window_shares=shares,
+        threshold=md.threshold_spec.value,
+    )
+
+
 def run_many(
     paths: Sequence[Path],
     run_one: Callable[[Path], FileRun],
