@@ -1,16 +1,21 @@
 """End-to-end scorer throughput against a bare confluent-kafka consumer, same run.
 
     python benchmarks/throughput.py [--readings 1000000] [--assets 1000] \
-        [--batch-size N] [--partitions 6] [--bootstrap HOST:PORT] [--profile FILE]
+        [--batch-size N] [--partitions 6] [--bootstrap HOST:PORT] \
+        [--threads N] [--profile FILE]
+
+A benchmark, not a test: it asserts nothing about speed. Figures and how to read
+them: docs/benchmarks.md.
 
 What it does (progress on stderr, figures on stdout, ``ratio=<value>`` last):
 
 1. Starts a private local Kafka broker on free ports with a temporary state dir
    (or uses ``--bootstrap``), creates a uniquely named readings topic.
 2. Simulates ``--assets`` pumps (8 channels): a short stretch of normal
-   operation trains a small conv autoencoder (W=64, H=16, CPU, few epochs); the
-   next ``ceil(readings / assets)`` steps are produced to the topic as wide
-   JSON readings (one message per reading, key = asset id).
+   operation trains a small conv autoencoder (W=64, H=16, CPU, few epochs) in a
+   child process (so this process holds what a scorer process holds); the next
+   ``ceil(readings / assets)`` steps are produced to the topic as wide JSON
+   readings (one message per reading, key = asset id).
 3. Bare loop: a ``confluent_kafka.Consumer`` with a fresh group, the same fetch
    settings as ``stream_ae.io.kafka.InputConsumer``, ``consume(num_messages=
    batch size)``, touching ``.value()`` once per message and counting, until
@@ -35,6 +40,10 @@ per batch, per stage) installed on this process's objects only: consume, decode,
 windowing, model, decide (``Pipeline._score`` minus the model), publish
 (produce + poll + on_output), commit (flush + commit); the rest of
 ``Pipeline.step`` (partition/offset extraction, metrics) is "step other".
+Per stage the main thread's CPU time is kept too, and a ``gc.callbacks`` hook
+adds up the time the cyclic garbage collector ran during the interval (that time
+is inside the stages, mostly decode). ``--profile FILE`` runs the scorer under
+cProfile (slower: use it for where time goes, not for the rate).
 """
 
 from __future__ import annotations

@@ -102,6 +102,39 @@ def parse_ts(ts: int | float | str) -> int:
     return (dt - _EPOCH) // _MS
 
 
+def _decode_one(raw: bytes | None) -> _Message | list[_Message]:
+    """One message's JSON, or ``_Reject`` with the reason."""
+    if raw is None:
+        raise _Reject("schema_error", "message has no value (tombstone)")
+    try:
+        decoded: _Message | list[_Message] = _decoder.decode(raw)
+        return decoded
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        reason: DeadLetterReason = "non_finite" if "out of range" in text else "schema_error"
+        raise _Reject(reason, text) from None
+    except msgspec.DecodeError as exc:
+        raise _Reject("decode_error", str(exc)) from None
+    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string
+        raise _Reject("decode_error", str(exc)) from None
+
+
+def _decode_bulk(raws: list[bytes | None]) -> list[_Message | list[_Message]] | None:
+    """Fast path: the whole batch in one msgspec call, one message per line.
+
+    Only when every value is a single-line JSON document (no newline inside, so
+    messages cannot run into each other) and the line count matches; any problem
+    → None and the caller decodes message by message to find the bad ones.
+    """
+    if not raws or any(r is None or b"\n" in r for r in raws):
+        return None
+    try:
+        out = _decoder.decode_lines(b"\n".join(raws))  # type: ignore[arg-type]
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return out if len(out) == len(raws) else None
+
+
 def _parse_ts(ts: int | float | str, asset: str) -> int:
     try:
         return parse_ts(ts)
@@ -117,36 +150,25 @@ class ReadingDecoder:
         self.channels = list(channels)
         self._index = {c: i for i, c in enumerate(self.channels)}
         self.max_future_ms = max_future_ms
+        self._unknown: list[str] = []
 
     def decode(self, messages: Sequence[MessageLike], *, now_ms: int) -> DecodedBatch:
-        channels = self.channels
-        n_ch = len(channels)
+        n_ch = len(self.channels)
         assets: list[str] = []
         stamps: list[int] = []
         rows: list[list[float | None]] = []
         owners: list[int] = []
         dead: list[DeadLetter] = []
-        unknown: Counter[str] = Counter()
+        unknown: list[str] = []
+        self._unknown = unknown
         horizon = now_ms + self.max_future_ms
-        for i, msg in enumerate(messages):
-            raw = msg.value()
+        raws = [m.value() for m in messages]
+        bulk = _decode_bulk(raws)
+        for i, raw in enumerate(raws):
+            mark = len(unknown)
             try:
-                if raw is None:
-                    raise _Reject("schema_error", "message has no value (tombstone)")
-                try:
-                    decoded = _decoder.decode(raw)
-                except msgspec.ValidationError as exc:
-                    text = str(exc)
-                    reason: DeadLetterReason = (
-                        "non_finite" if "out of range" in text else "schema_error"
-                    )
-                    raise _Reject(reason, text) from None
-                except msgspec.DecodeError as exc:
-                    raise _Reject("decode_error", str(exc)) from None
-                except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string
-                    raise _Reject("decode_error", str(exc)) from None
-                seen: Counter[str] = Counter()
-                readings = self._readings(decoded, seen)
+                decoded = bulk[i] if bulk is not None else _decode_one(raw)
+                readings = self._readings(decoded)
                 for asset, ts, _ in readings:
                     if ts > horizon:
                         raise _Reject(
@@ -163,8 +185,9 @@ class ReadingDecoder:
                     stamps.append(ts)
                     rows.append(row)
                     owners.append(i)
-                unknown.update(seen)
             except _Reject as rej:
+                del unknown[mark:]  # a dead-lettered message's channels are not counted
+                msg = messages[i]
                 dead.append(
                     DeadLetter(
                         reason=rej.reason,
@@ -189,25 +212,23 @@ class ReadingDecoder:
             values=values,
             msg_index=np.array(owners, dtype=np.int64),
             dead_letters=dead,
-            unknown_channels=unknown,
+            unknown_channels=Counter(unknown),
             messages=len(messages),
         )
 
-    def _row(
-        self, values: dict[str, float | None], unknown: Counter[str]
-    ) -> list[float | None] | None:
+    def _row(self, values: dict[str, float | None]) -> list[float | None] | None:
         """The model's channels in order; None when the reading has none of them
         (it carries nothing for this model: counted as unknown channels, skipped)."""
-        row = [values.get(c) for c in self.channels]
-        known = sum(1 for k in values if k in self._index)
-        if known < len(values):
-            for k in values:
-                if k not in self._index:
-                    unknown[k] += 1
-        return row if known else None
+        if values.keys() <= self._index.keys():
+            return list(map(values.get, self.channels))
+        others = [k for k in values if k not in self._index]
+        self._unknown.extend(others)
+        if len(others) == len(values):
+            return None
+        return list(map(values.get, self.channels))
 
     def _readings(
-        self, decoded: _Message | list[_Message], unknown: Counter[str]
+        self, decoded: _Message | list[_Message]
     ) -> list[tuple[str, int, list[float | None]]]:
         items = decoded if isinstance(decoded, list) else [decoded]
         if not items:
@@ -222,7 +243,7 @@ class ReadingDecoder:
                     raise _Reject("schema_error", "'readings' is empty", asset)
                 for s in m.readings:
                     ts = _parse_ts(s.ts, asset)
-                    row = self._row(s.values, unknown)
+                    row = self._row(s.values)
                     if row is not None:
                         out.append((asset, ts, row))
                 continue
@@ -234,7 +255,7 @@ class ReadingDecoder:
                     raise _Reject("schema_error", "narrow reading without 'value'", asset)
                 idx = self._index.get(m.sensor)
                 if idx is None:
-                    unknown[m.sensor] += 1
+                    self._unknown.append(m.sensor)
                     continue
                 narrow: list[float | None] = [_NAN] * len(self.channels)
                 narrow[idx] = m.value
@@ -242,7 +263,7 @@ class ReadingDecoder:
             elif m.values is not None:
                 if not m.values:
                     raise _Reject("schema_error", "'values' is empty", asset)
-                wide = self._row(m.values, unknown)
+                wide = self._row(m.values)
                 if wide is not None:
                     out.append((asset, ts, wide))
             else:

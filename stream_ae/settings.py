@@ -110,8 +110,10 @@ class ModelSettings(_Section):
     #: Artifact version folder, or a folder of versions (the newest is used).
     path: Path = Path("artifacts")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: torch intra-op threads; unset = torch's default.
-    threads: int | None = Field(default=None, ge=1)
+    #: torch intra-op threads. 1 by default: the scorer's own Python loop and
+    #: librdkafka need the other cores (more threads made a busy 2-core box 2x slower,
+    #: docs/benchmarks.md). Unset (None) = torch's default.
+    threads: int | None = Field(default=1, ge=1)
     max_batch: int = Field(default=1024, ge=1)
     load_attempts: int = Field(default=5, ge=1)
 
@@ -126,7 +128,7 @@ class DecideSettings(_Section):
 
 class ScorerSettings(_Section):
     group_id: str = "stream-ae-scorer"
-    batch_size: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=50_000, ge=1)
     poll_timeout_s: float = Field(default=0.5, gt=0)
     commit_interval_s: float = Field(default=2.0, gt=0)
     #: Events and offsets commit atomically in Kafka transactions.
