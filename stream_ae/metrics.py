@@ -17,6 +17,8 @@ class Metrics:
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason (messages)
     unknown_channels: Counter[str] = field(default_factory=Counter)
     model_swaps: int = 0
+    model_swap_failures: int = 0
+    replayed_readings: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -27,4 +29,6 @@ class Metrics:
             "quality_events": self.quality_events,
             "dead_letters": dict(self.dead_letters),
             "unknown_channels": dict(self.unknown_channels),
+            "model_swaps": self.model_swaps,
+            "model_swap_failures": self.model_swap_failures,
         }

@@ -181,6 +181,38 @@ class Pipeline:
                 self.dirty_marks.add(k)
         return windows if fresh.all() else windows.select(fresh)
 
+    def swap_model(self, binding: ModelBinding) -> bool:
+        """Switch models at a batch boundary; return True when the caller must replay.
+
+        Same grid (period, W, H, lateness, fill) and channels: the windowing state
+        carries over and every window emitted from now on is scored by the new
+        model — none is dropped or scored twice. Otherwise the grid is rebuilt for
+        the new model: each asset's windows restart at the start of the window it
+        would have emitted next (earlier ones were the old model's), and the caller
+        must replay every partition from :meth:`committable` (taken *before* this
+        call) so the new grid can fill. Settled reading outcomes carry over; the
+        replayed readings are counted again (``metrics.replayed_readings``).
+        """
+        old = self.model
+        self.metrics.model_swaps += 1
+        if old.spec == binding.spec and list(old.decider.channels) == list(
+            binding.decider.channels
+        ):
+            self.model = binding
+            return False
+        for key, start_ms in self.windower.next_window_starts_ms().items():
+            self.marks[key] = max(self.marks.get(key, -1), start_ms - 1)
+        self.track_marks = True
+        self.metrics.replayed_readings += self.windower.open_readings()
+        fresh = Windower(binding.spec, idle_timeout_ms=self.windower.idle_timeout_ms)
+        fresh.carry_accounting_from(self.windower)
+        self.windower = fresh
+        self.decoder = ReadingDecoder(
+            binding.decider.channels, max_future_ms=self.decoder.max_future_ms
+        )
+        self.model = binding
+        return True
+
     def forget_partitions(self, partitions: Sequence[int]) -> None:
         """Drop windowing state and marks of partitions this process gave away."""
         gone = set(partitions)

@@ -102,6 +102,21 @@ def iso_ms(ms: int) -> str:
     )
 
 
+class ModelAnnouncement(msgspec.Struct, frozen=True, kw_only=True):
+    """The champion model, on the compacted control topic (``topics.models``, key
+    ``champion``). Scorers load ``path``, check that the weights hash to
+    ``weights_sha256``, and switch at a batch boundary."""
+
+    schema_version: int = SCHEMA_VERSION
+    version: str
+    path: str
+    weights_sha256: str
+    announced_at: str
+
+
+CHAMPION_KEY = b"champion"
+
+
 # Dead letters --------------------------------------------------------------------------
 
 DeadLetterReason = Literal[

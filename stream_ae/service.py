@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,15 @@ import msgspec
 
 from stream_ae import schemas
 from stream_ae.decide.events import Decider
-from stream_ae.io.kafka import Admin, InputConsumer, OutputProducer, Rebalance, read_range
+from stream_ae.io.kafka import (
+    Admin,
+    ControlWatcher,
+    InputConsumer,
+    OutputProducer,
+    Rebalance,
+    publish_control,
+    read_range,
+)
 from stream_ae.pipeline import ModelBinding, Pipeline, StepOutput
 from stream_ae.settings import Settings
 from stream_ae.windowing import GridSpec
@@ -105,6 +114,36 @@ def output_topics(settings: Settings) -> list[str]:
     return topics
 
 
+def ensure_control_topic(settings: Settings) -> None:
+    Admin(settings.kafka).ensure_topics(
+        [settings.topics.models],
+        partitions=1,
+        replication_factor=settings.topics.replication_factor,
+        config={settings.topics.models: {"cleanup.policy": "compact"}},
+    )
+
+
+def announce_champion(settings: Settings, artifact_dir: Path) -> schemas.ModelAnnouncement:
+    """Tell every running scorer to switch to the artifact at ``artifact_dir``.
+
+    The artifact is verified here first (hash, shapes), so a broken one is never
+    announced; scorers verify again before they switch."""
+    from stream_ae.model.artifact import load_artifact
+
+    loaded = load_artifact(artifact_dir, device="cpu")
+    ann = schemas.ModelAnnouncement(
+        version=loaded.metadata.version,
+        path=str(loaded.path.resolve()),
+        weights_sha256=loaded.metadata.weights_sha256,
+        announced_at=schemas.iso_ms(now_ms()),
+    )
+    ensure_control_topic(settings)
+    publish_control(
+        settings.kafka, settings.topics.models, schemas.CHAMPION_KEY, schemas.encode(ann)
+    )
+    return ann
+
+
 def marks_topic(settings: Settings) -> str:
     return f"{settings.scorer.group_id}.emitted"
 
@@ -145,6 +184,8 @@ class ScorerService:
         # (dead letters below it were already published)
         self._consumed_marks: dict[int, int] = {}
         self._in_txn = False
+        self._watcher: ControlWatcher | None = None
+        self._last_announcement: bytes | None = None
 
     def request_stop(self, *_args: object) -> None:
         self._stop = True
@@ -186,6 +227,8 @@ class ScorerService:
             replication_factor=s.topics.replication_factor,
             config=config,
         )
+        if s.model.hot_swap:
+            ensure_control_topic(s)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -209,6 +252,7 @@ class ScorerService:
             rebalance=Rebalance(on_assign=self._on_assign, on_revoke=self._on_revoke),
             read_committed=self._eos,
         )
+        self._watcher = ControlWatcher(s.kafka, s.topics.models) if s.model.hot_swap else None
         # Everything built so far (torch, the model, clients) lives as long as the process:
         # take it out of the cyclic GC's generations, which otherwise walk it on every
         # full collection (measured: ~25 % of the hot loop's time, docs/benchmarks.md).
@@ -220,6 +264,8 @@ class ScorerService:
             while not self._stop:
                 msgs = self.consumer.consume(s.scorer.batch_size, s.scorer.poll_timeout_s)
                 now = time.monotonic()
+                if self._watcher is not None:
+                    self._follow_champion()
                 if msgs:
                     last_msg = now
                     batches += 1
@@ -263,8 +309,8 @@ class ScorerService:
         for q in out.quality:
             send(t.data_quality, schemas.encode(q), key=q.asset_id.encode())
         for d in out.dead_letters:
-            if self._eos and d.source_offset < self._consumed_marks.get(d.source_partition, -1):
-                continue  # published before the crash this replay recovers from
+            if d.source_offset < self._consumed_marks.get(d.source_partition, -1):
+                continue  # published before the crash or model change this replay follows
             send(t.dead_letter_topic, d.value, key=d.key, headers=d.headers())
         self.producer.poll()
         if self.on_output is not None:
@@ -290,6 +336,67 @@ class ScorerService:
             return
         self.producer.flush()
         self.consumer.commit(offsets)
+
+    # -- hot swap ------------------------------------------------------------------------
+
+    def _follow_champion(self) -> None:
+        """At a batch boundary: switch to a newly announced champion, or refuse it."""
+        assert self._watcher is not None
+        raw = self._watcher.latest(schemas.CHAMPION_KEY)
+        if raw is None or raw == self._last_announcement:
+            return
+        self._last_announcement = raw
+        try:
+            ann = msgspec.json.decode(raw, type=schemas.ModelAnnouncement)
+        except msgspec.DecodeError as exc:
+            self._refuse(f"unreadable announcement on {self.settings.topics.models}: {exc}")
+            return
+        current = self.pipeline.model.decider.model_version
+        if ann.version == current:
+            return
+        from stream_ae.errors import StreamAEError
+        from stream_ae.model.artifact import load_artifact
+
+        try:
+            loaded = load_artifact(
+                Path(ann.path),
+                device=self.settings.model.device,
+                max_batch=self.settings.model.max_batch,
+            )
+        except StreamAEError as exc:
+            self._refuse(f"model {ann.version} refused, {current} keeps serving: {exc}")
+            return
+        md = loaded.metadata
+        if md.weights_sha256 != ann.weights_sha256 or md.version != ann.version:
+            self._refuse(
+                f"model {ann.version} refused, {current} keeps serving: the artifact at "
+                f"{ann.path} is version {md.version} with weights {md.weights_sha256[:12]}…, "
+                f"the announcement says {ann.version} / {ann.weights_sha256[:12]}…"
+            )
+            return
+        self._swap(bind_model(loaded, self.settings), md.version, current)
+
+    def _swap(self, binding: ModelBinding, new: str, old: str) -> None:
+        started = time.monotonic()
+        replay_from = self.pipeline.committable(self._consumed)
+        if self.pipeline.swap_model(binding):
+            # W, H, period or channels changed: settle what the old grid emitted, then
+            # replay from the pins so the new grid fills (see Pipeline.swap_model).
+            self._commit()
+            for p, o in self._consumed.items():
+                self._consumed_marks[p] = max(self._consumed_marks.get(p, -1), o)
+            self.consumer.seek(replay_from)
+            log.info("model %s → %s: windows rebuilt, replaying from %s", old, new, replay_from)
+        log.info(
+            "now scoring with model %s (was %s; swap took %.0f ms)",
+            new,
+            old,
+            (time.monotonic() - started) * 1000,
+        )
+
+    def _refuse(self, message: str) -> None:
+        self.pipeline.metrics.model_swap_failures += 1
+        log.error(message)
 
     def _on_assign(self, partitions: list[int]) -> None:
         log.info("assigned partitions %s", partitions)
@@ -341,3 +448,5 @@ class ScorerService:
         except Exception:
             log.exception("flush on shutdown failed")
         self.consumer.close()
+        if self._watcher is not None:
+            self._watcher.close()

@@ -68,6 +68,8 @@ class TopicSettings(_Section):
     scores: str = "stream_ae.scores"
     publish_scores: bool = False
     data_quality: str = "stream_ae.data_quality"
+    #: Compacted control topic announcing the champion model (hot swap).
+    models: str = "stream_ae.models"
     #: Used by ``topics create`` for topics that do not exist yet.
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
@@ -116,6 +118,8 @@ class ModelSettings(_Section):
     threads: int | None = Field(default=1, ge=1)
     max_batch: int = Field(default=1024, ge=1)
     load_attempts: int = Field(default=5, ge=1)
+    #: Follow the champion announced on topics.models and switch without a restart.
+    hot_swap: bool = True
 
 
 class DecideSettings(_Section):

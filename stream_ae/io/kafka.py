@@ -397,6 +397,11 @@ class InputConsumer:
             check(err, "commit offsets", topic=self.topic)
         return True
 
+    def seek(self, offsets: dict[int, int]) -> None:
+        """Rewind assigned partitions (replay after a model change that rebuilds windows)."""
+        for p, o in offsets.items():
+            self._consumer.seek(TopicPartition(self.topic, p, o))
+
     def offsets_for(self, offsets: dict[int, int]) -> list[TopicPartition]:
         return [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
 
@@ -408,6 +413,57 @@ class InputConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+# -- the control topic (hot swap) ------------------------------------------------------------
+
+
+class ControlWatcher:
+    """Follows a compacted control topic without a group: every partition from the
+    beginning, then new records as they come. ``latest(key)`` never blocks."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.topic = topic
+        self._consumer = Consumer(
+            client_config(
+                kafka,
+                **{
+                    "group.id": f"stream-ae-control-{time.monotonic_ns()}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                },
+            )
+        )
+        md = self._consumer.list_topics(topic, timeout=10)
+        tmeta = md.topics.get(topic)
+        if tmeta is None or tmeta.error is not None:
+            raise KafkaIOError("control topic does not exist", topic=topic)
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(tmeta.partitions)]
+        )
+        self._latest: dict[bytes, bytes] = {}
+
+    def latest(self, key: bytes) -> bytes | None:
+        """The newest value seen for ``key`` (after reading what has arrived)."""
+        while True:
+            msgs = self._consumer.consume(num_messages=500, timeout=0)
+            for m in msgs:
+                k, v = m.key(), m.value()
+                if m.error() is None and k is not None and v is not None:
+                    self._latest[k] = v
+            if len(msgs) < 500:
+                break
+        return self._latest.get(key)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def publish_control(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -> None:
+    """Write one record to a control topic and wait for the acknowledgement."""
+    producer = OutputProducer(kafka, linger_ms=0)
+    producer.send(topic, value, key=key)
+    producer.flush(30)
 
 
 # -- bounded reads (training from a topic, tests, the benchmark) ---------------------------

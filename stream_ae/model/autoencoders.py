@@ -3,7 +3,10 @@
 Both models reconstruct their (already scaled) input; the reconstruction error is
 the anomaly score (see :mod:`stream_ae.model.scorer`). Architectures are looked
 up by name in :data:`ARCHITECTURES` so an artifact can rebuild its model from
-metadata alone (:func:`build_model`).
+metadata alone (:func:`build_model`). Both expose ``encode`` / ``decode`` around
+a ``(B, latent)`` code (:class:`Autoencoder`), which the training variants of
+:mod:`stream_ae.model.variants` build on; :class:`VariationalAutoencoder` wraps
+either backbone with a Gaussian latent.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from stream_ae.errors import ConfigError
 __all__ = [
     "ARCHITECTURES",
     "HPARAM_DEFAULTS",
+    "LOGVAR_RANGE",
+    "Autoencoder",
     "ConvAutoencoder",
     "LSTMAutoencoder",
+    "VariationalAutoencoder",
+    "VariationalHead",
     "build_model",
     "resolve_hparams",
 ]
@@ -29,8 +36,38 @@ __all__ = [
 #: 8 keeps at least two latent time steps).
 MIN_WINDOW = 8
 
+#: Clamp of the variational head's log-variance (keeps ``exp`` finite early in training).
+LOGVAR_RANGE = (-10.0, 10.0)
 
-class ConvAutoencoder(nn.Module):
+
+class Autoencoder(nn.Module):
+    """Base of every autoencoder here: ``encode`` then ``decode``.
+
+    Input ``x``: float32 ``(B, C, W)`` with ``C == n_channels`` and ``W == window``.
+    :meth:`encode`: ``(B, C, W) -> (B, latent)``; :meth:`decode`:
+    ``(B, latent) -> (B, C, W)``; :meth:`forward`: ``(B, C, W) -> (B, C, W)``, the
+    deterministic reconstruction that :class:`~stream_ae.model.scorer.Scorer` scores.
+    Subclasses set ``n_channels``, ``window`` and ``latent``.
+    """
+
+    n_channels: int
+    window: int
+    latent: int
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, W)`` -> latent codes ``(B, latent)``."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent codes ``(B, latent)`` -> reconstruction ``(B, C, W)``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct ``x``: ``(B, C, W)`` -> ``(B, C, W)``."""
+        return self.decode(self.encode(x))
+
+
+class ConvAutoencoder(Autoencoder):
     """Small 1-D convolutional autoencoder with a dense bottleneck.
 
     Input ``x``: float32 ``(B, C, W)`` with ``C == n_channels`` and ``W == window``.
@@ -87,12 +124,8 @@ class ConvAutoencoder(nn.Module):
         out: torch.Tensor = self.decoder_conv(h.view(-1, self.hidden, self._steps))
         return out[..., : self.window]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct ``x``: ``(B, C, W)`` -> ``(B, C, W)``."""
-        return self.decode(self.encode(x))
 
-
-class LSTMAutoencoder(nn.Module):
+class LSTMAutoencoder(Autoencoder):
     """Sequence-to-sequence LSTM autoencoder.
 
     Input ``x``: float32 ``(B, C, W)``. Output of :meth:`forward`: ``(B, C, W)``;
@@ -143,12 +176,92 @@ class LSTMAutoencoder(nn.Module):
         out: torch.Tensor = self.output(h)  # (B, W, C)
         return out.transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct ``x``: ``(B, C, W)`` -> ``(B, C, W)``."""
-        return self.decode(self.encode(x))
+
+class VariationalHead(nn.Module):
+    """Turns a backbone's latent features into a diagonal Gaussian posterior.
+
+    Input: ``(B, latent)`` features (the backbone's :meth:`Autoencoder.encode`).
+    Output of :meth:`forward`: ``(mean, logvar)``, each ``(B, latent)``; ``logvar``
+    is clamped to :data:`LOGVAR_RANGE`.
+    """
+
+    def __init__(self, latent: int) -> None:
+        super().__init__()
+        _check_positive(latent=latent)
+        self.latent = latent
+        self.mean = nn.Linear(latent, latent)
+        self.logvar = nn.Linear(latent, latent)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, latent)`` -> ``(mean (B, latent), logvar (B, latent))``."""
+        mean: torch.Tensor = self.mean(h)
+        logvar: torch.Tensor = self.logvar(h).clamp(*LOGVAR_RANGE)
+        return mean, logvar
 
 
-ModelFactory = Callable[..., nn.Module]
+class VariationalAutoencoder(Autoencoder):
+    """A backbone whose latent is a Gaussian ``q(z | x) = N(mean, diag(exp(logvar)))``.
+
+    Input ``x``: float32 ``(B, C, W)``. :meth:`encode_dist`: ``(B, C, W) ->
+    (mean, logvar)``, each ``(B, latent)``; :meth:`encode`: ``(B, C, W) -> (B,
+    latent)``, the posterior mean; :meth:`decode`: the backbone's, ``(B, latent)
+    -> (B, C, W)``; :meth:`forward`: ``(B, C, W) -> (B, C, W)``, the reconstruction
+    of the posterior mean, deterministic in train and eval mode alike (training
+    samples ``z`` itself, see :mod:`stream_ae.model.variants`).
+
+    :meth:`channel_errors` ``(B, C, W) -> (B, C)`` is what the scorer uses: with
+    ``mc_samples == 0`` the per-channel squared error of :meth:`forward`; with
+    ``L = mc_samples > 0`` the Monte-Carlo estimate of the *expected* error
+    ``E_q[mean_t (decode(z) - x)^2]`` over ``L`` samples ``z_l = mean + std *
+    eps_l``. The ``eps_l`` ``(L, latent)`` are drawn once from ``mc_seed`` (on the
+    CPU, so on every device alike) and shared by all windows: a window's score is
+    a function of the window alone, whatever batch it is scored in. They live in
+    a non-persistent buffer, so they are not part of the saved weights.
+    """
+
+    _mc_eps: torch.Tensor
+
+    def __init__(self, backbone: Autoencoder, *, mc_samples: int = 0, mc_seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0:
+            raise ConfigError(f"mc_samples={mc_samples!r} must be a non-negative integer")
+        self.backbone = backbone
+        self.head = VariationalHead(backbone.latent)
+        self.n_channels = backbone.n_channels
+        self.window = backbone.window
+        self.latent = backbone.latent
+        self.mc_samples = mc_samples
+        self.mc_seed = int(mc_seed)
+        gen = torch.Generator().manual_seed(self.mc_seed)
+        eps = torch.randn(mc_samples, self.latent, generator=gen)
+        self.register_buffer("_mc_eps", eps, persistent=False)
+
+    def encode_dist(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C, W)`` -> ``(mean (B, latent), logvar (B, latent))``."""
+        out: tuple[torch.Tensor, torch.Tensor] = self.head(self.backbone.encode(x))
+        return out
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, W)`` -> posterior means ``(B, latent)``."""
+        return self.encode_dist(x)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent codes ``(B, latent)`` -> reconstruction ``(B, C, W)``."""
+        return self.backbone.decode(z)
+
+    def channel_errors(self, x: torch.Tensor) -> torch.Tensor:
+        """Expected squared reconstruction error per channel: ``(B, C, W) -> (B, C)``."""
+        mean, logvar = self.encode_dist(x)
+        if self.mc_samples == 0:
+            return (self.decode(mean) - x).square().mean(dim=2)
+        std = (0.5 * logvar).exp()
+        total = torch.zeros(x.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
+        for eps in self._mc_eps:  # (latent,) each; L decoder passes over the batch
+            total += (self.decode(mean + std * eps) - x).square().mean(dim=2)
+        return total / self.mc_samples
+
+
+ModelFactory = Callable[..., Autoencoder]
 
 #: Architecture name -> model class; the name is what artifacts store.
 ARCHITECTURES: dict[str, ModelFactory] = {
@@ -201,11 +314,13 @@ def build_model(
     n_channels: int,
     window: int,
     hparams: Mapping[str, int | float],
-) -> nn.Module:
+) -> Autoencoder:
     """Instantiate ``architecture`` for ``(C, W) = (n_channels, window)`` windows.
 
     Missing hyperparameters take their defaults (see :func:`resolve_hparams`);
-    invalid input raises :class:`ConfigError`.
+    invalid input raises :class:`ConfigError`. This is the *backbone* (the plain
+    model); :func:`stream_ae.model.variants.build_variant_model` wraps it for a
+    training variant.
     """
     kwargs = resolve_hparams(architecture, hparams)
     return ARCHITECTURES[architecture](n_channels, window, **kwargs)

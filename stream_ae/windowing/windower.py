@@ -144,6 +144,15 @@ class Windower:
             self._closed_acct.add(grid.acct)
             self.revoked_readings += grid.pending_readings()
 
+    def next_window_starts_ms(self) -> dict[tuple[int, str], int]:
+        """Per (partition, asset): start (epoch ms) of the next window not yet emitted."""
+        p = self.spec.period_ms
+        return {key: g.next_win * p for key, g in self._grids.items()}
+
+    def carry_accounting_from(self, other: Windower) -> None:
+        """Keep another windower's settled outcomes (used when the grid is rebuilt)."""
+        self._closed_acct.add(other.accounting())
+
     def committable(self, partition: int) -> int | None:
         """Lowest source offset still needed on ``partition`` (None: nothing held)."""
         lo = min(

@@ -40,15 +40,14 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         local_broker.stop(cfg, wipe=True)
 
 
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def train_fleet_model(out_dir: Path, *, seed: int, window: int, hop: int, epochs: int) -> Path:
     """A conv autoencoder trained on the fleet's normal operation."""
     from stream_ae.training import train
 
     settings = load_settings(
         flags={
-            "window": {"size": W, "hop": H, "sample_period_ms": PERIOD_MS},
-            "train": {"epochs": 12, "seed": 0},
+            "window": {"size": window, "hop": hop, "sample_period_ms": PERIOD_MS},
+            "train": {"epochs": epochs, "seed": seed},
             "model": {"device": "cpu"},
         }
     )
@@ -57,10 +56,15 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     readings = readings_from_arrays(
         block.asset_ids, block.reading_ts_ms, block.values, block.present, list(block.channels)
     )
-    path, _info = train(
-        readings, settings, source="simulator", out_dir=tmp_path_factory.mktemp("artifacts")
-    )
+    path, _info = train(readings, settings, source="simulator", out_dir=out_dir)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_fleet_model(
+        tmp_path_factory.mktemp("artifacts"), seed=0, window=W, hop=H, epochs=12
+    )
 
 
 @pytest.fixture
