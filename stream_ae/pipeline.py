@@ -26,6 +26,7 @@ from stream_ae.schemas import (
     ScoreRecord,
 )
 from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
+from stream_ae.windowing.rebaseline import Rebaseliner
 
 
 class ScoreLike(Protocol):
@@ -66,6 +67,8 @@ class ModelBinding:
     scorer: WindowScorer
     decider: Decider
     spec: GridSpec
+    #: (C,) mean of the training data in raw units (for warm-up re-baselining)
+    reference_mean: np.ndarray | None = None
 
 
 class Pipeline:
@@ -77,6 +80,7 @@ class Pipeline:
         idle_timeout_ms: int | None = None,
         publish_scores: bool = False,
         track_marks: bool = False,
+        rebaseline_ms: int = 0,
     ) -> None:
         self.model = model
         self.decoder = ReadingDecoder(model.decider.channels, max_future_ms=max_future_ms)
@@ -89,6 +93,8 @@ class Pipeline:
         self.marks: dict[tuple[int, str], int] = {}
         self.dirty_marks: set[tuple[int, str]] = set()
         self.suppressed_windows = 0
+        self.rebaseline_ms = rebaseline_ms
+        self.rebaseliner = self._new_rebaseliner(model)
 
     @property
     def channels(self) -> list[str]:
@@ -150,16 +156,27 @@ class Pipeline:
         windows = result.windows
         if len(windows):
             self._score(windows, out, now_ms)
+        if result.gaps and self.rebaseliner is not None:
+            self.rebaseliner.reset(self._gap_keys(result))
         if result.gaps:
             q = quality_events(result.gaps, now_ms=now_ms, period_ms=self.model.spec.period_ms)
             out.quality.extend(q)
             m.quality_events += len(q)
 
+    def _new_rebaseliner(self, model: ModelBinding) -> Rebaseliner | None:
+        if self.rebaseline_ms <= 0:
+            return None
+        if model.reference_mean is None:
+            raise ValueError("re-baselining needs the model's reference mean")
+        return Rebaseliner(self.rebaseline_ms, model.reference_mean)
+
     def _score(self, windows: WindowBatch, out: StepOutput, now_ms: int) -> None:
         if self.track_marks:
             windows = self._skip_published(windows)
-            if not len(windows):
-                return
+        if self.rebaseliner is not None:
+            windows = self.rebaseliner.apply(windows)
+        if not len(windows):
+            return
         res = self.model.scorer.score(windows.values)
         decider = self.model.decider
         out.events.extend(decider.events(windows, res.scores, res.channel_shares, now_ms=now_ms))
@@ -168,6 +185,10 @@ class Pipeline:
         out.windows += len(windows)
         self.metrics.windows += len(windows)
         self.metrics.events += len(out.events)
+
+    @staticmethod
+    def _gap_keys(result: StepResult) -> list[tuple[int, str]]:
+        return [(g.partition, g.asset_id) for g in result.gaps]
 
     def _skip_published(self, windows: WindowBatch) -> WindowBatch:
         marks = self.marks
@@ -211,6 +232,7 @@ class Pipeline:
             binding.decider.channels, max_future_ms=self.decoder.max_future_ms
         )
         self.model = binding
+        self.rebaseliner = self._new_rebaseliner(binding)
         return True
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:

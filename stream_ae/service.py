@@ -29,6 +29,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import msgspec
+import numpy as np
 
 from stream_ae import schemas
 from stream_ae.decide.events import Decider
@@ -103,7 +104,12 @@ def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
         critical_ratio=settings.decide.critical_ratio,
         top_channels=settings.decide.top_channels,
     )
-    return ModelBinding(scorer=loaded.scorer, decider=decider, spec=spec)
+    return ModelBinding(
+        scorer=loaded.scorer,
+        decider=decider,
+        spec=spec,
+        reference_mean=np.asarray(loaded.scorer.scaler.mean, dtype=np.float64),
+    )
 
 
 def output_topics(settings: Settings) -> list[str]:
@@ -175,6 +181,7 @@ class ScorerService:
             idle_timeout_ms=settings.window.idle_timeout_ms,
             publish_scores=settings.topics.publish_scores,
             track_marks=settings.scorer.exactly_once,
+            rebaseline_ms=int(settings.model.rebaseline_s * 1000),
         )
         self.on_output = on_output
         self._stop = False

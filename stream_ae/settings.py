@@ -120,6 +120,9 @@ class ModelSettings(_Section):
     load_attempts: int = Field(default=5, ge=1)
     #: Follow the champion announced on topics.models and switch without a restart.
     hot_swap: bool = True
+    #: Warm-up re-baselining: after an asset (re)starts, its first this-many seconds
+    #: set its own normal level (not scored); 0 = off. See windowing/rebaseline.py.
+    rebaseline_s: float = Field(default=0.0, ge=0)
 
 
 class DecideSettings(_Section):

@@ -14,7 +14,7 @@ from rich.table import Table
 
 console = Console(stderr=True)
 
-PROTOCOLS = ("skab-published", "skab-causal")
+PROTOCOLS = ("skab-published", "skab-causal", "skab-streaming")
 DEFAULT_SKAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "skab"
 
 RULE_NOTES = {
@@ -26,6 +26,11 @@ RULE_NOTES = {
     "skab-causal": (
         "decision rule: the live scorer's — every test reading is decided from the latest "
         "window that ended at or before it (+{delay} readings), every reading counts"
+    ),
+    "skab-streaming": (
+        "one model fitted on anomaly-free.csv; every labelled file streamed whole; decision "
+        "rule: the live scorer's (+{delay} readings); every reading counts (readings before "
+        "the first window, and during a re-baselining warm-up, count as 'no alarm')"
     ),
 }
 
@@ -58,6 +63,10 @@ def register(app: typer.Typer) -> None:
         delay: Annotated[
             int, typer.Option("--delay", help="Causal rule: readings of allowed delay.")
         ] = 0,
+        rebaseline_s: Annotated[
+            float,
+            typer.Option("--rebaseline-s", help="skab-streaming: warm-up seconds (0 = off)."),
+        ] = 300.0,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print one JSON object as the last line.")
         ] = False,
@@ -74,9 +83,13 @@ def register(app: typer.Typer) -> None:
         if protocol is not None:
             if protocol not in PROTOCOLS:
                 raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
-            result = _skab(
-                protocol, data or DEFAULT_SKAB, seed_list, files, window, epochs, delay, report
-            )
+            root = data or DEFAULT_SKAB
+            if protocol == "skab-streaming":
+                result = _skab_streaming(
+                    root, seed_list, files, window, epochs, delay, rebaseline_s, report
+                )
+            else:
+                result = _skab(protocol, root, seed_list, files, window, epochs, delay, report)
         else:
             if model is None:
                 raise ConfigError("--csv needs --model (an artifact folder)")
@@ -146,6 +159,59 @@ def _skab(
 
         write_report(report, runs_by_seed[seeds[0]], result)
         console.print(f"report written to {report}")
+    return result
+
+
+def _skab_streaming(
+    root: Path,
+    seeds: list[int],
+    limit: int | None,
+    window: int,
+    epochs: int,
+    delay: int,
+    rebaseline_s: float,
+    report: Path | None,
+) -> dict[str, Any]:
+    from stream_ae.evaluate.backtest import ModelSpec, fit_on_file, skab_files, stream_file
+    from stream_ae.evaluate.metrics import Evaluation, evaluate_file
+
+    paths = skab_files(root)
+    paths = paths[:limit] if limit else paths
+    spec = ModelSpec(window=window, hop=1, epochs=epochs, delay=delay)
+    console.print(f"[bold]skab-streaming[/]: {len(paths)} files, seeds {seeds}, W={window}")
+    console.print(RULE_NOTES["skab-streaming"].format(delay=delay), highlight=False)
+    variants = {"plain": 0.0, f"rebaseline_{rebaseline_s:g}s": rebaseline_s}
+    result: dict[str, Any] = {
+        "protocol": "skab-streaming",
+        "files": len(paths),
+        "window": window,
+        "rule": RULE_NOTES["skab-streaming"].format(delay=delay),
+    }
+    for name, rb in variants.items():
+        per_seed = []
+        first_runs = None
+        for seed in seeds:
+            console.print(f"{name}, seed {seed}: fitting on anomaly-free.csv")
+            scorer, threshold = fit_on_file(
+                root / "anomaly-free" / "anomaly-free.csv", spec, seed=seed
+            )
+            runs = [stream_file(p, scorer, threshold, spec, rebaseline_s=rb) for p in paths]
+            first_runs = first_runs or runs
+            total = Evaluation()
+            for r in runs:
+                total = total + evaluate_file(
+                    r.labels, r.pred, r.ts_ms, changepoints=r.changepoints
+                )
+            summary = total.summary()
+            summary["seed"] = seed
+            per_seed.append(summary)
+        agg = _aggregate(per_seed)
+        _print_table(f"skab-streaming, {name}", per_seed, agg)
+        result[name] = agg
+        if report is not None and first_runs is not None:
+            from stream_ae.evaluate.report import write_report
+
+            write_report(report / name, first_runs, agg | {"rule": result["rule"]})
     return result
 
 

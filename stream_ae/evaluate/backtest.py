@@ -8,6 +8,9 @@ Protocols (see docs/evaluation.md):
   flag a file's last 2W − 2 rows) so numbers compare with the published table.
 * ``skab-causal`` — the same split; every test reading is decided by the live
   rule (the latest window that has ended by that reading, plus ``delay``).
+* ``skab-streaming`` — one model fitted on ``anomaly-free.csv``; every labelled
+  file streamed through it whole with the live rule, without and with warm-up
+  re-baselining.
 * ``file`` — any labelled CSV(s) scored by a given model artifact with the live
   rule.
 """
@@ -25,6 +28,7 @@ import numpy as np
 from stream_ae.evaluate.decisions import causal_rule, published_reach, published_rule
 from stream_ae.readings_io import Readings, read_csv, to_windows
 from stream_ae.windowing import GridSpec, WindowBatch
+from stream_ae.windowing.rebaseline import Rebaseliner
 
 Rule = Literal["published", "causal"]
 
@@ -232,6 +236,60 @@ def score_file_with_artifact(
         window_scores=scores,
         window_shares=shares,
         threshold=md.threshold_spec.value,
+    )
+
+
+def fit_on_file(
+    path: Path, model: ModelSpec, *, seed: int, sep: str = ";", period_ms: int = 1000
+) -> tuple[Any, float]:
+    """Fit once on a whole file of normal data (``skab-streaming``: anomaly-free.csv)."""
+    return fit_model(read_csv(path, sep=sep), model, period_ms=period_ms, seed=seed)
+
+
+def stream_file(
+    path: Path,
+    scorer: Any,
+    threshold: float,
+    model: ModelSpec,
+    *,
+    rebaseline_s: float = 0.0,
+    sep: str = ";",
+    period_ms: int = 1000,
+) -> FileRun:
+    """A whole labelled file through a fixed model with the live rule, optionally with
+    warm-up re-baselining (the live scorer's ``model.rebaseline_s``)."""
+    readings = read_csv(path, sep=sep, default_asset=f"{path.parent.name}/{path.stem}")
+    spec = _spec(readings, model, period_ms)
+    windows = to_windows(readings, spec)
+    if rebaseline_s > 0:
+        rb = Rebaseliner(int(rebaseline_s * 1000), np.asarray(scorer.scaler.mean, np.float64))
+        windows = rb.apply(windows)
+    res = scorer.score(windows.values)
+    anomalous = res.scores > threshold
+    pred = causal_rule(
+        readings.ts_ms // period_ms,
+        windows.start_ms // period_ms,
+        anomalous,
+        model.window,
+        delay=model.delay,
+    )
+    n = len(readings)
+    return FileRun(
+        name=f"{path.parent.name}/{path.name}",
+        channels=readings.channels,
+        ts_ms=readings.ts_ms,
+        values=readings.values,
+        labels=readings.labels if readings.labels is not None else np.zeros(n, np.int8),
+        changepoints=(
+            readings.changepoints if readings.changepoints is not None else np.zeros(n, np.int8)
+        ),
+        pred=pred,
+        counted=np.ones(n, bool),
+        window_end_ms=windows.end_ms,
+        window_scores=res.scores,
+        window_shares=res.channel_shares,
+        threshold=threshold,
+        info={"rebaseline_s": rebaseline_s},
     )
 
 

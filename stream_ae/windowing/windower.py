@@ -55,6 +55,7 @@ class Gap:
     start_ms: int
     end_ms: int
     silent: bool = False  # True: the asset went silent (idle timeout), not a hole between data
+    partition: int = 0
 
 
 @dataclass
@@ -184,13 +185,19 @@ class Windower:
             collected.append((key, out))
             self._closed_acct.add(grid.acct)
             if silent:
-                silences.append(Gap(key[1], grid.max_ts, grid.max_ts, silent=True))
+                silences.append(
+                    Gap(key[1], grid.max_ts, grid.max_ts, silent=True, partition=key[0])
+                )
         late = np.zeros(0, bool)
         return StepResult(self._batch(collected), late, self._gaps(collected) + silences)
 
     def _gaps(self, collected: list[tuple[tuple[int, str], Emitted]]) -> list[Gap]:
         p = self.spec.period_ms
-        return [Gap(key[1], a * p, b * p) for key, out in collected for a, b in out.gaps]
+        return [
+            Gap(key[1], a * p, b * p, partition=key[0])
+            for key, out in collected
+            for a, b in out.gaps
+        ]
 
     def _batch(self, collected: list[tuple[tuple[int, str], Emitted]]) -> WindowBatch:
         spec = self.spec
