@@ -76,7 +76,7 @@ def _main(
 
 
 def _register() -> None:
-    from stream_ae.cli import commands, demo_cmd, evaluate_cmd, kafka_cmd, simulate_cmd
+    from stream_ae.cli import commands, demo_cmd, evaluate_cmd, kafka_cmd, models_cmd, simulate_cmd
     from stream_ae.io.local_broker import BrokerConfig
 
     def broker_config() -> BrokerConfig:
@@ -95,6 +95,7 @@ def _register() -> None:
     commands.register(app)
     demo_cmd.register(app, broker_config)
     evaluate_cmd.register(app)
+    models_cmd.register(app)
 
 
 _register()

@@ -135,6 +135,7 @@ def run_demo(
                 "readings": f"demo.{run}.readings",
                 "anomalies": f"demo.{run}.anomalies",
                 "data_quality": f"demo.{run}.data_quality",
+                "models": f"demo.{run}.models",
                 "partitions": 3,
             },
             "scorer": {"group_id": f"demo-{run}", "commit_interval_s": 1.0},

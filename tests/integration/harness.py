@@ -65,6 +65,7 @@ class Env:
                 "anomalies": f"{self.run}.anomalies",
                 "data_quality": f"{self.run}.quality",
                 "scores": f"{self.run}.scores",
+                "models": f"{self.run}.models",
                 "partitions": 3,
             },
             "scorer": {"group_id": f"{self.run}-g", "commit_interval_s": 0.5, "batch_size": 2000},

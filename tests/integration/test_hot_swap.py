@@ -57,7 +57,7 @@ class _Clock:
 def _run_with_swap(
     env: Env, announce: object
 ) -> tuple[list[schemas.ScoreRecord], ScorerThread, float, _Clock]:
-    settings = env.settings(topics={"publish_scores": True, "models": f"{env.run}.models"})
+    settings = env.settings(topics={"publish_scores": True})
     env.create_topics(settings)
     ensure_control_topic(settings)
     first = stream_messages(sim := simulator(), 600)

@@ -1,0 +1,228 @@
+"""``stream-ae models``: list, inspect, promote and roll back registered model versions.
+
+The registry itself is :mod:`stream_ae.registry`; this module only formats. It
+imports the registry (and with it torch) inside the commands, so ``--help``
+stays fast. Errors are :class:`~stream_ae.errors.StreamAEError` subclasses and
+propagate to the main CLI, which prints them as one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stream_ae.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stream_ae.registry import Registry, VersionInfo
+
+__all__ = ["DEFAULT_REGISTRY", "register"]
+
+DEFAULT_REGISTRY = Path("registry")
+
+console = Console(highlight=False, soft_wrap=True)  # long lines: let the terminal wrap
+
+RegistryOpt = Annotated[
+    Path,
+    typer.Option("--registry", help="Model registry folder.", show_default=True),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", help="Why (stored in the decision log).")
+]
+
+
+def _registry(root: Path) -> Registry:
+    from stream_ae.registry import Registry
+
+    return Registry(root)
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _metrics_text(metrics: dict[str, Any], limit: int = 3) -> str:
+    """The first few scalar metrics as ``name=value``; nested objects are left to ``show``."""
+    items = [
+        f"{k}={_num(v)}"
+        for k, v in metrics.items()
+        if isinstance(v, int | float | str | None) and not isinstance(v, bool)
+    ]
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f" (+{more})" if more > 0 else "")
+
+
+def _threshold_text(info: VersionInfo) -> str:
+    return f"{info.threshold.method} {info.threshold.value:.6g}"
+
+
+def _print_json(data: Any) -> None:
+    # plain print: machine-readable output must not be wrapped or styled
+    print(json.dumps(data, indent=2, default=str))
+
+
+AnnounceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--announce/--no-announce",
+        help="Also tell running scorers on the control topic (topics.models).",
+    ),
+]
+
+
+def _announce(reg: Any, version: str) -> None:
+    """Publish the champion on the control topic so running scorers switch to it.
+
+    The registry is the record; the announcement is the notification. When Kafka
+    cannot be reached the promotion stands and the message says how to resend it."""
+    from stream_ae.cli import get_settings
+    from stream_ae.errors import KafkaIOError
+    from stream_ae.service import announce_champion
+
+    # one quick attempt: promotion must not hang on a missing broker
+    settings = get_settings({"kafka": {"connect_attempts": 1}})
+    try:
+        ann = announce_champion(settings, reg.path_of(version))
+    except KafkaIOError as exc:
+        console.print(
+            f"[yellow]warning:[/] running scorers were not told ({exc}); "
+            "resend with `stream-ae models announce` once Kafka is reachable"
+        )
+        return
+    console.print(f"announced {ann.version} on {settings.topics.models}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``models`` command group to ``app``."""
+    models = typer.Typer(
+        name="models",
+        help="List, inspect, promote and roll back registered model versions.",
+        no_args_is_help=True,
+    )
+
+    @models.command("list")
+    def list_(
+        registry: RegistryOpt = DEFAULT_REGISTRY,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Every registered version, oldest first, with its status and headline metrics."""
+        infos = _registry(registry).versions()
+        if as_json:
+            _print_json([i.to_dict() for i in infos])
+            return
+        if not infos:
+            console.print(f"no versions registered in {registry}")
+            return
+        table = Table(title=f"models in {registry}", title_justify="left")
+        # no "created" column: version names start with the UTC creation time
+        for col in ("version", "status", "arch", "threshold", "metrics"):
+            table.add_column(col, overflow="fold", no_wrap=col != "metrics")
+        styles = {"champion": "bold green", "retired": "dim", "candidate": ""}
+        for i in infos:
+            table.add_row(
+                i.version,
+                f"[{styles[i.status]}]{i.status}[/]" if styles[i.status] else i.status,
+                i.architecture,
+                _threshold_text(i),
+                _metrics_text(i.metrics),
+            )
+        console.print(table)
+
+    @models.command()
+    def show(
+        version: Annotated[str, typer.Argument(help="A registered version.")],
+        registry: RegistryOpt = DEFAULT_REGISTRY,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Metadata (threshold method and parameters included), report and decisions."""
+        data = _registry(registry).show(version)
+        if as_json:
+            _print_json(data)
+            return
+        meta = data["metadata"]
+        thr = meta["threshold"]
+        console.print(f"[bold]{data['version']}[/]  ({data['status']})  {data['path']}")
+        console.print(
+            f"  created {meta['created_at']}  architecture {meta['architecture']} "
+            f"{meta['hparams']}  torch {meta['torch_version']}"
+        )
+        console.print(
+            f"  channels ({len(meta['channels'])}): {', '.join(meta['channels'])}\n"
+            f"  window {meta['window']} samples, hop {meta['hop']}, "
+            f"period {meta['sample_period_ms']} ms"
+        )
+        params = ", ".join(f"{k}={_num(v)}" for k, v in thr.get("params", {}).items())
+        console.print(f"  threshold [bold]{thr['value']:.6g}[/] ({thr['method']}: {params})")
+        console.print(f"  weights sha256 {meta['weights_sha256']}")
+        for title, section in (
+            ("training", meta.get("training")),
+            ("metadata metrics", meta.get("metrics")),
+            ("report", data["report"]),
+        ):
+            if section:
+                console.print(f"[bold]{title}[/]")
+                console.print_json(json.dumps(section, default=str))
+        if data["decisions"]:
+            console.print("[bold]decisions[/]")
+            for d in data["decisions"]:
+                console.print(
+                    f"  #{d.get('seq')} {d.get('at')} {d.get('action')} {d.get('version')} "
+                    f"(previous {d.get('previous')}): {json.dumps(d.get('decision', {}))}"
+                )
+        else:
+            console.print("no decisions involve this version")
+
+    @models.command()
+    def promote(
+        version: Annotated[str, typer.Argument(help="The version to serve.")],
+        reason: ReasonOpt = None,
+        registry: RegistryOpt = DEFAULT_REGISTRY,
+        announce: AnnounceOpt = True,
+    ) -> None:
+        """Make VERSION the champion; the decision log records the reason and both metrics."""
+        reg = _registry(registry)
+        info = {i.version: i for i in reg.versions()}
+        previous = reg.champion()
+        decision: dict[str, Any] = {
+            "reason": reason or "manual promotion",
+            "source": "cli",
+            "metrics": info[version].metrics if version in info else {},
+            "previous_metrics": info[previous].metrics if previous in info else None,
+        }
+        reg.promote(version, decision=decision)
+        console.print(f"[green]promoted[/] {version} (previous champion: {previous or 'none'})")
+        if announce:
+            _announce(reg, version)
+
+    @models.command()
+    def rollback(
+        reason: ReasonOpt = None,
+        registry: RegistryOpt = DEFAULT_REGISTRY,
+        announce: AnnounceOpt = True,
+    ) -> None:
+        """Make the previous champion (per the decision log) the champion again."""
+        reg = _registry(registry)
+        current = reg.champion()
+        target = reg.rollback(decision={"reason": reason or "manual rollback", "source": "cli"})
+        console.print(f"[yellow]rolled back[/] to {target} (was {current})")
+        if announce:
+            _announce(reg, target)
+
+    @models.command()
+    def announce(registry: RegistryOpt = DEFAULT_REGISTRY) -> None:
+        """Tell running scorers (again) which version is the champion."""
+        reg = _registry(registry)
+        champion = reg.champion()
+        if champion is None:
+            raise ConfigError(f"no champion in {registry}", hint="promote a version first")
+        _announce(reg, champion)
+
+    app.add_typer(models, name="models")

@@ -1,0 +1,686 @@
+"""A model registry folder: registered versions, a champion pointer, a decision log.
+
+Layout::
+
+    <root>/
+      versions/<version>/{model.safetensors, metadata.json, report.json}
+      CHAMPION            # one line: the version to serve
+      decisions.jsonl     # one JSON object per promote/rollback, append-only
+      .lock               # fcntl.flock'ed by writers
+
+Why it is built this way:
+
+* **Readers never lock and never see partial state.** A version is assembled in
+  a hidden temporary directory inside ``versions/`` (same filesystem), every
+  file and the directory are fsynced, and only then is it renamed to its final
+  name; versions are immutable afterwards and never deleted by this module.
+  ``CHAMPION`` is replaced with ``os.replace`` of a fsynced temporary file. So a
+  reader that reads ``CHAMPION`` and then ``versions/<name>/…`` always finds a
+  complete version.
+* **One writer at a time.** :meth:`Registry.register`, :meth:`Registry.promote`
+  and :meth:`Registry.rollback` hold an exclusive ``flock`` on ``.lock`` (it
+  works between processes and between threads that open the file separately).
+* **The decision log is the source of truth; ``CHAMPION`` is its head.** A
+  promotion first writes and fsyncs the new pointer under a temporary name
+  (anything that can fail for lack of space fails here, changing nothing), then
+  appends the decision to the log and fsyncs it (the commit point: on failure
+  the log is truncated back), then renames the pointer into place. A crash
+  between the last two steps leaves the log one decision ahead of the pointer:
+  the next writer notices and completes it ("rolls forward"); it also drops a
+  torn last log line and removes temporary files left by a crashed writer.
+* **JSON only.** Reports and decisions are JSON; weights are safetensors
+  verified by sha256 (:func:`stream_ae.model.artifact.load_artifact`); nothing is
+  ever unpickled.
+
+Rollback semantics: the log is replayed as a stack of champions (``promote``
+pushes, ``rollback`` pops), so repeated rollbacks walk back through earlier
+champions instead of toggling between the last two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from stream_ae.decide.threshold import ThresholdSpec
+from stream_ae.errors import ArtifactError, ConfigError, StreamAEError
+from stream_ae.model.artifact import (
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    ArtifactMetadata,
+    load_artifact,
+    sha256_file,
+)
+
+__all__ = [
+    "CHAMPION_FILE",
+    "DECISIONS_FILE",
+    "LOCK_FILE",
+    "REPORT_FILE",
+    "VERSIONS_DIR",
+    "Registry",
+    "Status",
+    "VersionInfo",
+]
+
+log = logging.getLogger(__name__)
+
+VERSIONS_DIR = "versions"
+CHAMPION_FILE = "CHAMPION"
+DECISIONS_FILE = "decisions.jsonl"
+LOCK_FILE = ".lock"
+REPORT_FILE = "report.json"
+
+_TMP_PREFIX = ".tmp-"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_LIST_HINT = "see `stream-ae models list` for the registered versions"
+
+Status = Literal["champion", "candidate", "retired"]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One registered version as listed by :meth:`Registry.versions`.
+
+    ``status``: ``champion`` (named by ``CHAMPION``), ``retired`` (was champion
+    once, per the decision log) or ``candidate`` (never champion). ``metrics``
+    is the report's ``metrics`` object when it has one, else the artifact
+    metadata's ``metrics`` section.
+    """
+
+    version: str
+    created_at: datetime
+    architecture: str
+    threshold: ThresholdSpec
+    status: Status
+    metrics: dict[str, Any]
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (``--json`` output)."""
+        return {
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "architecture": self.architecture,
+            "threshold": self.threshold.to_dict(),
+            "status": self.status,
+            "metrics": self.metrics,
+            "path": str(self.path),
+        }
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types: NaN/inf -> None, numpy scalars/arrays, paths, dates.
+
+    Anything else raises :class:`ConfigError` naming ``where`` (e.g. ``report.metrics``).
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays
+        return _jsonable(value.tolist(), where)
+    raise ConfigError(
+        f"{where} holds a {type(value).__name__}, which cannot be stored as JSON",
+        hint="pass numbers, strings, booleans, lists and objects only",
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _copy_synced(src: Path, dst: Path) -> None:
+    with src.open("rb") as fin, dst.open("xb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """The one step that makes a fully written version visible (a directory rename)."""
+    os.rename(tmp, final)
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+            hint="restore the file from a backup; registered files are never rewritten",
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path} must hold a JSON object, not {type(raw).__name__}")
+    return raw
+
+
+def _read_metadata(path: Path) -> ArtifactMetadata:
+    meta_path = path / METADATA_FILE
+    try:
+        text = meta_path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ArtifactError(
+            f"{meta_path} is missing", hint="the version directory is incomplete or damaged"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"cannot read {meta_path}: {exc}") from exc
+    try:
+        return ArtifactMetadata.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ArtifactError(
+            f"{meta_path} has invalid metadata: {problems}",
+            hint="restore the version from a backup or register a re-trained model",
+        ) from exc
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+class Registry:
+    """A model registry rooted at ``root`` (see the module docstring for the layout).
+
+    Reading methods need an existing registry; writing methods create it.
+    ``lock_timeout`` (seconds) bounds how long a writer waits for another one.
+    """
+
+    def __init__(self, root: Path, *, lock_timeout: float = 60.0) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.root)!r})"
+
+    @property
+    def versions_dir(self) -> Path:
+        """``<root>/versions``."""
+        return self.root / VERSIONS_DIR
+
+    # ------------------------------------------------------------------ reading
+
+    def _require(self) -> None:
+        if not self.root.is_dir():
+            what = "is not a directory" if self.root.exists() else "does not exist"
+            raise ConfigError(
+                f"model registry {self.root} {what}",
+                hint="check the --registry path, or register a model first (stream-ae train)",
+            )
+
+    def path_of(self, version: str) -> Path:
+        """The directory of registered ``version``; :class:`ArtifactError` if there is none."""
+        self._require()
+        if not isinstance(version, str) or not _SAFE_NAME.match(version):
+            raise ConfigError(
+                f"{version!r} is not a valid version name",
+                hint="versions look like 20260101T120000Z-1a2b3c4d; " + _LIST_HINT,
+            )
+        path = self.versions_dir / version
+        if not (path / METADATA_FILE).is_file():
+            raise ArtifactError(
+                f"version {version} is not registered in {self.root}", hint=_LIST_HINT
+            )
+        return path
+
+    def champion(self) -> str | None:
+        """The version named by ``CHAMPION``, or ``None`` before the first promotion."""
+        self._require()
+        pointer = self.root / CHAMPION_FILE
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"cannot read {pointer}: {exc}") from exc
+        if not _SAFE_NAME.match(name) or not (self.versions_dir / name / METADATA_FILE).is_file():
+            raise ArtifactError(
+                f"{pointer} names {name!r}, which is not a registered version",
+                hint="promote a registered version (stream-ae models promote VERSION)",
+            )
+        return name
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """Every committed decision, oldest first (a torn last line is ignored)."""
+        self._require()
+        return self._read_decisions()
+
+    def versions(self) -> list[VersionInfo]:
+        """All registered versions, oldest first (version names sort by creation time)."""
+        self._require()
+        if not self.versions_dir.is_dir():
+            return []
+        champion = self.champion()
+        ever = _ever_champion(self._read_decisions())
+        names = sorted(
+            d.name
+            for d in self.versions_dir.iterdir()
+            if not d.name.startswith(".") and d.is_dir() and (d / METADATA_FILE).is_file()
+        )
+        return [self._info(name, champion, ever) for name in names]
+
+    def show(self, version: str) -> dict[str, Any]:
+        """Everything about ``version``: status, path, metadata, report and its decisions.
+
+        The decisions are those that made ``version`` champion or replaced it.
+        """
+        path = self.path_of(version)
+        info = self._info(version, self.champion(), _ever_champion(self._read_decisions()))
+        meta = _read_metadata(path)
+        return {
+            "version": version,
+            "status": info.status,
+            "path": str(path),
+            "metadata": meta.model_dump(mode="json"),
+            "report": self._report(path),
+            "decisions": [
+                d
+                for d in self._read_decisions()
+                if version in (d.get("version"), d.get("previous"))
+            ],
+        }
+
+    def _info(self, name: str, champion: str | None, ever: set[str]) -> VersionInfo:
+        path = self.versions_dir / name
+        meta = _read_metadata(path)
+        try:
+            threshold = meta.threshold_spec
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path / METADATA_FILE}: {exc}") from exc
+        report = self._report(path)
+        metrics = report.get("metrics")
+        status: Status = (
+            "champion" if name == champion else "retired" if name in ever else "candidate"
+        )
+        return VersionInfo(
+            version=name,
+            created_at=meta.created_at,
+            architecture=meta.architecture,
+            threshold=threshold,
+            status=status,
+            metrics=dict(metrics) if isinstance(metrics, dict) else dict(meta.metrics),
+            path=path,
+        )
+
+    @staticmethod
+    def _report(path: Path) -> dict[str, Any]:
+        """``report.json`` of a version; ``{}`` for a directory placed without one."""
+        try:
+            return _read_json_object(path / REPORT_FILE)
+        except FileNotFoundError:
+            return {}
+
+    def _read_decisions(self) -> list[dict[str, Any]]:
+        log_path = self.root / DECISIONS_FILE
+        try:
+            data = log_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {log_path}: {exc.strerror or exc}") from exc
+        lines = data.split(b"\n")
+        # The last element is b"" after a complete final line; anything else there
+        # is a line being appended right now (or torn by a crash): not committed.
+        records = []
+        for lineno, line in enumerate(lines[:-1], start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ArtifactError(
+                    f"{log_path} line {lineno} is not valid JSON: {exc}",
+                    hint="repair or remove that line (the file is append-only JSON Lines)",
+                ) from exc
+            if (
+                not isinstance(rec, dict)
+                or rec.get("action") not in ("promote", "rollback")
+                or not isinstance(rec.get("version"), str)
+            ):
+                raise ArtifactError(
+                    f"{log_path} line {lineno} is not a decision record "
+                    "(needs 'action' promote/rollback and 'version')",
+                    hint="repair or remove that line",
+                )
+            records.append(rec)
+        return records
+
+    # ------------------------------------------------------------------ writing
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Create the layout, take the writer lock, repair what a crashed writer left."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(
+                f"model registry {self.root} is not a directory",
+                hint="point --registry at a directory",
+            )
+        try:
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ArtifactError(
+                f"cannot create model registry {self.root}: {exc.strerror or exc}",
+                hint="check the path and its permissions",
+            ) from exc
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise ArtifactError(
+                            f"cannot lock {self.root / LOCK_FILE}: {exc.strerror or exc}"
+                        ) from exc
+                    if time.monotonic() >= deadline:
+                        raise ArtifactError(
+                            f"model registry {self.root} is locked by another writer "
+                            f"(waited {self.lock_timeout:g} s for {self.root / LOCK_FILE})",
+                            hint="wait for the other train/promote to finish and retry",
+                        ) from exc
+                    time.sleep(0.01)
+            self._recover()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _recover(self) -> None:
+        """Under the lock: undo/finish what a crashed writer left behind."""
+        for leftover in self.versions_dir.glob(_TMP_PREFIX + "*"):
+            log.warning("removing %s left by an interrupted registration", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.root.glob(_TMP_PREFIX + CHAMPION_FILE + "*"):
+            leftover.unlink(missing_ok=True)
+        log_path = self.root / DECISIONS_FILE
+        if log_path.is_file():
+            data = log_path.read_bytes()
+            keep = data.rfind(b"\n") + 1
+            if keep < len(data):
+                log.warning("dropping a torn last line of %s", log_path)
+                with log_path.open("r+b") as fh:
+                    fh.truncate(keep)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        stack = _champion_stack(self._read_decisions())
+        if stack:
+            head = stack[-1]
+            pointer = self.root / CHAMPION_FILE
+            try:
+                current = pointer.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                current = None
+            if current != head and (self.versions_dir / head / METADATA_FILE).is_file():
+                log.warning(
+                    "%s names %s but the decision log's last champion is %s: completing it",
+                    pointer,
+                    current,
+                    head,
+                )
+                self._replace_pointer(self._prepare_pointer(head))
+
+    def register(self, artifact_dir: Path, *, report: Mapping[str, Any], move: bool = False) -> str:
+        """Add a saved artifact version directory as a new version; return its name.
+
+        The artifact is fully verified first (:func:`load_artifact`: metadata,
+        sha256, tensor shapes), then copied into a hidden temporary directory in
+        ``versions/`` together with ``report`` as ``report.json``, fsynced, checked
+        again (sha256 of the copy), and renamed to ``versions/<version>``. With
+        ``move=True`` on the same filesystem the source directory is renamed
+        instead of copied (it is put back if registration fails); on another
+        filesystem it is copied and then removed. The version name is the one in
+        the metadata. Registering does not promote.
+        """
+        src = Path(artifact_dir)
+        if not (src / METADATA_FILE).is_file():
+            raise ArtifactError(
+                f"{src} is not a model artifact version directory (no {METADATA_FILE})",
+                hint="pass the directory save_artifact returned, e.g. artifacts/<version>",
+            )
+        report_data = _jsonable(dict(report), "report")
+        report_bytes = (json.dumps(report_data, indent=2, allow_nan=False) + "\n").encode()
+        try:
+            meta = load_artifact(src, device="cpu").metadata
+        except StreamAEError as exc:
+            raise ArtifactError(
+                f"refusing to register {src}: {exc}", hint="re-train and save the model again"
+            ) from exc
+        version = meta.version
+        with self._writing():
+            final = self.versions_dir / version
+            if final.exists():
+                raise ArtifactError(
+                    f"version {version} is already registered in {self.root}",
+                    hint=f"registered versions are immutable; inspect it with "
+                    f"`stream-ae models show {version}`",
+                )
+            same_fs = move and os.stat(src).st_dev == os.stat(self.versions_dir).st_dev
+            tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-", dir=self.versions_dir))
+            moved = False
+            try:
+                if same_fs:
+                    tmp.rmdir()
+                    os.rename(src, tmp)
+                    moved = True
+                    for name in (METADATA_FILE, WEIGHTS_FILE):
+                        with (tmp / name).open("rb") as fh:
+                            os.fsync(fh.fileno())
+                else:
+                    os.chmod(tmp, 0o755)
+                    _copy_synced(src / METADATA_FILE, tmp / METADATA_FILE)
+                    _copy_synced(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+                (tmp / REPORT_FILE).unlink(missing_ok=True)
+                _write_synced(tmp / REPORT_FILE, report_bytes)
+                sha = sha256_file(tmp / WEIGHTS_FILE)
+                if sha != meta.weights_sha256 or _read_metadata(tmp) != meta:
+                    raise ArtifactError(
+                        f"the copy of {src} differs from what was verified (weights hash "
+                        f"{sha}, expected {meta.weights_sha256}, or changed metadata)",
+                        hint="the source changed while it was being registered; retry",
+                    )
+                _fsync_dir(tmp)
+                _publish(tmp, final)
+                _fsync_dir(self.versions_dir)
+            except BaseException as exc:
+                if moved:
+                    with contextlib.suppress(OSError):
+                        (tmp / REPORT_FILE).unlink(missing_ok=True)
+                        os.rename(tmp, src)
+                shutil.rmtree(tmp, ignore_errors=True)
+                if isinstance(exc, OSError):
+                    raise ArtifactError(
+                        f"cannot register {src} as {final}: {exc.strerror or exc}",
+                        hint="check free disk space and permissions of the registry",
+                    ) from exc
+                raise
+        if move and not same_fs:
+            shutil.rmtree(src, ignore_errors=True)
+        log.info("registered %s in %s", version, self.root)
+        return version
+
+    def promote(self, version: str, *, decision: Mapping[str, Any]) -> None:
+        """Make ``version`` the champion, recording ``decision`` (reason, numbers).
+
+        The version is verified (:func:`load_artifact`) before anything changes.
+        The log record is ``{"seq", "at", "action": "promote", "version",
+        "previous", "decision"}``. Promoting the current champion is refused.
+        """
+        decision_data = _jsonable(dict(decision), "decision")
+        with self._writing():
+            path = self.path_of(version)
+            self._verify(path)
+            previous = self.champion()
+            if previous == version:
+                raise ConfigError(
+                    f"version {version} is already the champion of {self.root}",
+                    hint="promote a different version, or roll back",
+                )
+            self._commit("promote", version, previous, decision_data)
+        log.info("promoted %s (previous champion %s) in %s", version, previous, self.root)
+
+    def rollback(self, *, decision: Mapping[str, Any] | None = None) -> str:
+        """Make the champion before the current one champion again; return its name.
+
+        "Before" follows the decision log as a stack: after promoting A, B, C,
+        rollbacks give B, then A, then an error.
+        """
+        decision_data = _jsonable(dict(decision or {}), "decision")
+        with self._writing():
+            stack = _champion_stack(self._read_decisions())
+            if len(stack) < 2:
+                raise ArtifactError(
+                    f"nothing to roll back to in {self.root}: the decision log has "
+                    + (f"only one champion ({stack[0]})" if stack else "no champion"),
+                    hint="promote a version explicitly (stream-ae models promote VERSION)",
+                )
+            current, target = stack[-1], stack[-2]
+            self._verify(self.path_of(target))
+            self._commit("rollback", target, current, decision_data)
+        log.info("rolled back %s from %s to %s", self.root, current, target)
+        return target
+
+    def _verify(self, path: Path) -> None:
+        try:
+            load_artifact(path, device="cpu")
+        except StreamAEError as exc:
+            raise ArtifactError(
+                f"refusing to make {path.name} champion: {exc}",
+                hint="promote another version; this one is damaged",
+            ) from exc
+
+    def _commit(
+        self, action: str, version: str, previous: str | None, decision: dict[str, Any]
+    ) -> None:
+        """Prepare the pointer, append the record (commit), then publish the pointer."""
+        records = self._read_decisions()
+        record = {
+            "seq": len(records) + 1,
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "action": action,
+            "version": version,
+            "previous": previous,
+            "decision": decision,
+        }
+        line = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        tmp = self._prepare_pointer(version)
+        log_path = self.root / DECISIONS_FILE
+        try:
+            created = not log_path.exists()
+            with log_path.open("ab") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                try:
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        fh.truncate(size)
+                        fh.flush()
+                    raise
+            if created:
+                _fsync_dir(self.root)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise ArtifactError(
+                    f"cannot append to {log_path}: {exc.strerror or exc}; nothing was changed",
+                    hint="check free disk space and permissions of the registry",
+                ) from exc
+            raise
+        try:
+            self._replace_pointer(tmp)
+        except ArtifactError as exc:
+            raise ArtifactError(
+                f"{exc}; the decision was recorded in {log_path} and the next registry "
+                "write will complete it",
+            ) from exc
+
+    def _prepare_pointer(self, version: str) -> Path:
+        fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX + CHAMPION_FILE + "-", dir=self.root)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(f"{version}\n".encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ArtifactError(
+                f"cannot write {self.root / CHAMPION_FILE}: {exc.strerror or exc}; "
+                "nothing was changed",
+                hint="check free disk space and permissions of the registry",
+            ) from exc
+        return tmp
+
+    def _replace_pointer(self, tmp: Path) -> None:
+        pointer = self.root / CHAMPION_FILE
+        try:
+            os.replace(tmp, pointer)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ArtifactError(f"cannot update {pointer}: {exc.strerror or exc}") from exc
+
+
+def _champion_stack(records: list[dict[str, Any]]) -> list[str]:
+    """Replay the log: ``promote`` pushes its version, ``rollback`` pops to its version."""
+    stack: list[str] = []
+    for rec in records:
+        if rec["action"] == "promote":
+            stack.append(rec["version"])
+        else:
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != rec["version"]:  # a log edited by hand: trust it
+                stack.append(rec["version"])
+    return stack
+
+
+def _ever_champion(records: list[dict[str, Any]]) -> set[str]:
+    return {rec["version"] for rec in records}

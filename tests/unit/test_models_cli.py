@@ -1,0 +1,149 @@
+"""`stream-ae models` list/show/promote/rollback, on a fresh Typer app with the sub-app."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from stream_ae.cli import models_cmd
+from stream_ae.decide.threshold import ThresholdSpec
+from stream_ae.errors import ArtifactError, ConfigError
+from stream_ae.model.artifact import TrainedModel, new_metadata, save_artifact
+from stream_ae.model.autoencoders import build_model
+from stream_ae.model.scaler import ChannelScaler
+from stream_ae.registry import Registry
+
+runner = CliRunner()
+POT = ThresholdSpec(
+    "pot",
+    {
+        "target_rate": 1e-4,
+        "tail_fraction": 0.1,
+        "u": 1.0,
+        "xi": 0.1,
+        "sigma": 0.5,
+        "n_tail": 500,
+        "n": 5000,
+    },
+    3.25,
+)
+
+
+def _artifact(out_dir: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    hparams = {"hidden": 4, "latent": 2}
+    model = build_model("conv", 2, 16, hparams)
+    scaler = ChannelScaler(np.zeros(2), np.ones(2))
+    meta = new_metadata(
+        model,
+        architecture="conv",
+        hparams=hparams,
+        channels=["temp", "vibration"],
+        sample_period_ms=100,
+        window=16,
+        hop=4,
+        scaler=scaler,
+        threshold=POT,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=seed),
+    )
+    return save_artifact(TrainedModel(model, scaler, meta), out_dir)
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    models_cmd.register(app)
+    return app
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, list[str]]:
+    root = tmp_path / "reg"
+    reg = Registry(root)
+    versions = [
+        reg.register(_artifact(tmp_path / "art", s), report={"metrics": {"f1": s / 10}})
+        for s in (1, 2)
+    ]
+    return root, versions
+
+
+def test_list_show_promote_rollback(app: typer.Typer, setup: tuple[Path, list[str]]) -> None:
+    root, (a, b) = setup
+    reg = ["--registry", str(root)]
+
+    res = runner.invoke(app, ["models", "list", *reg, "--json"])
+    assert res.exit_code == 0, res.output
+    listed = json.loads(res.stdout)
+    assert [(v["version"], v["status"]) for v in listed] == [(a, "candidate"), (b, "candidate")]
+    assert listed[0]["threshold"]["method"] == "pot"
+
+    for v in (a, b):
+        res = runner.invoke(
+            app, ["models", "promote", v, "--reason", "better f1", "--no-announce", *reg]
+        )
+        assert res.exit_code == 0, res.output
+        assert f"promoted {v}" in res.stdout
+    assert Registry(root).champion() == b
+
+    res = runner.invoke(app, ["models", "list", *reg])
+    assert res.exit_code == 0, res.output
+    assert "champion" in res.stdout and "retired" in res.stdout and "pot" in res.stdout
+
+    res = runner.invoke(app, ["models", "show", b, *reg, "--json"])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.stdout)
+    assert shown["metadata"]["threshold"] == POT.to_dict()
+    assert shown["report"] == {"metrics": {"f1": 0.2}}
+    [decision] = shown["decisions"]  # only the promotion of b involves b
+    assert decision["decision"] == {
+        "reason": "better f1",
+        "source": "cli",
+        "metrics": {"f1": 0.2},
+        "previous_metrics": {"f1": 0.1},
+    }
+
+    res = runner.invoke(app, ["models", "show", b, *reg])
+    assert res.exit_code == 0, res.output
+    for text in ("pot", "xi=0.1", "target_rate=0.0001", "temp, vibration", "better f1"):
+        assert text in res.stdout, text
+
+    res = runner.invoke(app, ["models", "rollback", "--reason", "alarms", "--no-announce", *reg])
+    assert res.exit_code == 0, res.output
+    assert f"rolled back to {a} (was {b})" in res.stdout
+    assert Registry(root).decisions()[-1]["decision"] == {"reason": "alarms", "source": "cli"}
+
+
+def test_errors_propagate_as_stream_ae_errors(
+    app: typer.Typer, setup: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    root, _ = setup
+    res = runner.invoke(
+        app, ["models", "promote", "20990101T000000Z-00000000", "--registry", str(root)]
+    )
+    assert isinstance(res.exception, ArtifactError)
+    assert "is not registered" in str(res.exception)
+
+    res = runner.invoke(app, ["models", "rollback", "--registry", str(root)])
+    assert isinstance(res.exception, ArtifactError)
+
+    res = runner.invoke(app, ["models", "list", "--registry", str(tmp_path / "missing")])
+    assert isinstance(res.exception, ConfigError)
+    assert "does not exist" in str(res.exception)
+
+
+def test_empty_registry_and_help(app: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["models", "list", "--registry", str(tmp_path / "empty")])
+    assert res.exit_code == 0, res.output
+    assert "no versions registered" in res.stdout
+    res = runner.invoke(app, ["models", "--help"])
+    assert res.exit_code == 0
+    for command in ("list", "show", "promote", "rollback"):
+        assert command in res.stdout
