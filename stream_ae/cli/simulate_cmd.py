@@ -37,6 +37,7 @@ from stream_ae.simulate import (
     encode_wide,
     format_iso_ms,
     garbage_messages,
+    parse_duration_s,
     parse_fault_spec,
     utc_now_ms,
 )
@@ -103,8 +104,10 @@ def register(app: typer.Typer, get_sink: Callable[[str], MessageSink]) -> None:
             int | None, typer.Option("--steps", min=1, help="Sample steps to generate.")
         ] = None,
         duration: Annotated[
-            float | None,
-            typer.Option("--duration", min=0.0, help="Seconds of simulated time (vs --steps)."),
+            str | None,
+            typer.Option(
+                "--duration", help="Simulated time instead of --steps: 90, 90s, 30m, 3h, 500ms."
+            ),
         ] = None,
         sample_period_ms: Annotated[
             int, typer.Option("--sample-period-ms", min=1, help="Sample period per asset.")
@@ -169,7 +172,11 @@ def register(app: typer.Typer, get_sink: Callable[[str], MessageSink]) -> None:
         if steps is not None and duration is not None:
             raise ConfigError("give --steps or --duration, not both")
         if duration is not None:
-            steps = max(1, math.ceil(duration * 1000 / sample_period_ms))
+            try:
+                seconds = parse_duration_s(duration)
+            except ValueError as exc:
+                raise ConfigError(f"--duration: {exc}") from None
+            steps = max(1, math.ceil(seconds * 1000 / sample_period_ms))
         produce = csv is None or topic is not None
         if steps is None and (rate <= 0 or csv is not None):
             raise ConfigError(
