@@ -77,7 +77,15 @@ def _main(
 
 
 def _register() -> None:
-    from stream_ae.cli import commands, demo_cmd, evaluate_cmd, kafka_cmd, models_cmd, simulate_cmd
+    from stream_ae.cli import (
+        commands,
+        demo_cmd,
+        evaluate_cmd,
+        kafka_cmd,
+        models_cmd,
+        retrain_cmd,
+        simulate_cmd,
+    )
     from stream_ae.io.local_broker import BrokerConfig
 
     def broker_config() -> BrokerConfig:
@@ -97,6 +105,7 @@ def _register() -> None:
     demo_cmd.register(app, broker_config)
     evaluate_cmd.register(app)
     models_cmd.register(app)
+    retrain_cmd.register(app)
 
 
 _register()

@@ -1,0 +1,102 @@
+"""``stream-ae retrain``: one retraining round for engineers (see trainers/retrain.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def retrain(
+        csv: Annotated[Path | None, typer.Option("--csv", help="CSV of normal readings.")] = None,
+        topic_start: Annotated[
+            str | None, typer.Option("--from", help="Readings topic from this time (ISO).")
+        ] = None,
+        topic_end: Annotated[str | None, typer.Option("--to", help="... up to this time.")] = None,
+        channels: Annotated[
+            str | None, typer.Option("--channels", help="Comma-separated channels.")
+        ] = None,
+        sep: Annotated[str, typer.Option("--sep")] = ",",
+        registry: Annotated[Path, typer.Option("--registry", help="Registry folder.")] = Path(
+            "registry"
+        ),
+        method: Annotated[str, typer.Option("--method", help="quantile or pot.")] = "quantile",
+        far_target: Annotated[
+            float, typer.Option("--far-target", help="Target false alarms per window.")
+        ] = 0.005,
+        far_factor: Annotated[
+            float, typer.Option("--far-factor", help="Gate: measured FAR <= factor x target.")
+        ] = 2.0,
+        promote: Annotated[
+            bool, typer.Option("--promote/--no-promote", help="Promote when the gate passes.")
+        ] = True,
+        announce: Annotated[
+            bool, typer.Option("--announce/--no-announce", help="Tell running scorers.")
+        ] = True,
+        epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
+    ) -> None:
+        """Train a candidate, calibrate its threshold, gate it, register it, promote it."""
+        from stream_ae.cli import get_settings
+        from stream_ae.errors import ConfigError, DataError
+        from stream_ae.registry import Registry
+        from trainers.retrain import retrain as run_retrain
+
+        if method not in ("quantile", "pot"):
+            raise ConfigError(f"--method {method!r}: use quantile or pot")
+        settings = get_settings({"train": {"epochs": epochs}})
+        chans = [c.strip() for c in channels.split(",")] if channels else None
+        if (csv is None) == (topic_start is None):
+            raise DataError("give exactly one source: --csv FILE or --from TIME [--to TIME]")
+        if csv is not None:
+            from stream_ae.readings_io import read_csv
+
+            readings, source = read_csv(csv, channels=chans, sep=sep), str(csv)
+        else:
+            from stream_ae.readings_io import read_topic
+
+            readings, source = read_topic(settings, topic_start or "", topic_end, chans)
+        console.print(f"retraining on {len(readings):,} readings from {source}")
+        reg = Registry(registry)
+
+        def say(version: str) -> None:
+            from stream_ae.cli.models_cmd import _announce
+
+            _announce(reg, version)
+
+        def progress(epoch: int, tr: float, va: float) -> None:
+            console.print(f"  epoch {epoch:3d}  train {tr:.4f}  held-out {va:.4f}")
+
+        result = run_retrain(
+            readings,
+            settings,
+            source=source,
+            registry=reg,
+            method=method,  # type: ignore[arg-type]
+            far_target=far_target,
+            far_factor=far_factor,
+            promote=promote,
+            announce=say if announce else None,
+            progress=progress,
+        )
+        gate = result.report["gate"]
+        table = Table(title=f"candidate {result.version}", show_header=False)
+        table.add_row("threshold", json.dumps(result.report["threshold"]))
+        table.add_row(
+            "false alarms on unseen recent normal windows",
+            f"{gate['far_measured']:.4%} (target {far_target:.4%}, gate x{far_factor:g})",
+        )
+        table.add_row("gate", "[green]passed[/]" if result.passed else "[red]failed[/]")
+        table.add_row(
+            "registry", f"{registry} ({'promoted' if result.promoted else 'not promoted'})"
+        )
+        console.print(table)
+        if not result.passed:
+            raise typer.Exit(1)
