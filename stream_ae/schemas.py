@@ -116,6 +116,38 @@ class ModelAnnouncement(msgspec.Struct, frozen=True, kw_only=True):
 
 CHAMPION_KEY = b"champion"
 
+FeedbackKind = Literal[
+    "acknowledged_fault",  # a real fault: [start_ms, end_ms) never trains a model
+    "false_alarm",  # the anomaly event(s) in [start_ms, end_ms) were normal operation
+    "maintenance_start",  # maintenance began at start_ms (end_ms unused)
+    "maintenance_end",  # maintenance ended at start_ms
+    "maintenance",  # a whole maintenance period [start_ms, end_ms)
+]
+
+
+class FeedbackEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """What maintenance teams tell stream_ae, on ``maintenance.feedback`` (key = asset).
+
+    Times are epoch ms. ``event_id`` optionally names the anomaly event the
+    feedback answers. The trainer reads this topic to keep training data normal
+    (faults and maintenance periods are left out; false alarms are kept as normal
+    data and counted as a calibration signal).
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    asset_id: str
+    kind: FeedbackKind
+    start_ms: int
+    end_ms: int | None = None
+    event_id: str | None = None
+    note: str = ""
+    author: str = ""
+    created_at: str = ""
+
+
+def decode_feedback(data: bytes) -> FeedbackEvent:
+    return msgspec.json.decode(data, type=FeedbackEvent)
+
 
 # Dead letters --------------------------------------------------------------------------
 

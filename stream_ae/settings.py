@@ -70,6 +70,8 @@ class TopicSettings(_Section):
     data_quality: str = "stream_ae.data_quality"
     #: Compacted control topic announcing the champion model (hot swap).
     models: str = "stream_ae.models"
+    #: Maintenance teams' feedback (schemas.FeedbackEvent), read by the trainer.
+    feedback: str = "maintenance.feedback"
     #: Used by ``topics create`` for topics that do not exist yet.
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
@@ -156,6 +158,25 @@ class TrainSettings(_Section):
     output_dir: Path = Path("artifacts")
 
 
+class TrainerSettings(_Section):
+    """The retraining service (``stream-ae trainer run``; trainers/)."""
+
+    registry: Path = Path("registry")
+    #: Refit every this many seconds (and whenever `stream-ae trainer trigger` asks).
+    interval_s: float = Field(default=86_400.0, gt=0)
+    #: Train on the readings of this many seconds before now.
+    lookback_s: float = Field(default=3 * 86_400.0, gt=0)
+    #: Channels to train on; empty = the champion's.
+    channels: list[str] = Field(default_factory=list)
+    threshold_method: Literal["quantile", "pot"] = "quantile"
+    #: Target false alarms per window for calibration and the promotion gate.
+    far_target: float = Field(default=0.005, gt=0, lt=1)
+    far_factor: float = Field(default=2.0, gt=0)
+    #: Refuse to train when more than this share of windows must be excluded.
+    max_excluded_share: float = Field(default=0.5, gt=0, le=1)
+    promote: bool = True
+
+
 class LocalBrokerSettings(_Section):
     """The broker ``stream-ae kafka up`` runs for demos and tests."""
 
@@ -183,6 +204,7 @@ class Settings(BaseSettings):
     decide: DecideSettings = Field(default_factory=DecideSettings)
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     local_broker: LocalBrokerSettings = Field(default_factory=LocalBrokerSettings)
 
     @classmethod

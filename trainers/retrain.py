@@ -3,7 +3,9 @@
 Used by ``stream-ae retrain`` and ``scripts/retrain.sh``. Steps:
 
 1. windows from the readings with the scorer's own windowing (labelled anomalies
-   in a CSV are left out);
+   in a CSV are left out), minus the windows ``exclude`` names (emitted events,
+   maintenance, acknowledged faults, champion alarms: trainers/exclusions.py);
+   refused when more than ``max_excluded_share`` would go, or too little is left;
 2. fit the autoencoder; its most recent windows are held out, in time order;
 3. the held-out windows are split in two: the first half calibrates the
    threshold (``quantile`` or ``pot`` — peaks over threshold for a target
@@ -27,10 +29,13 @@ from typing import Any, Literal
 import numpy as np
 
 from stream_ae.decide.threshold import ThresholdSpec, calibrate_pot, calibrate_quantile
+from stream_ae.errors import DataError
 from stream_ae.readings_io import Readings
 from stream_ae.registry import Registry
 from stream_ae.settings import Settings
 from stream_ae.training import training_windows
+from stream_ae.windowing import WindowBatch
+from trainers.exclusions import Exclusions
 
 Method = Literal["quantile", "pot"]
 
@@ -62,11 +67,30 @@ def retrain(
     promote: bool = True,
     announce: Callable[[str], None] | None = None,
     progress: Callable[[int, float, float], None] | None = None,
+    exclude: Callable[[WindowBatch], Exclusions] | None = None,
+    max_excluded_share: float = 0.5,
 ) -> RetrainResult:
     from stream_ae.model.artifact import save_artifact
     from stream_ae.model.train import fit_autoencoder
 
     windows, data_info = training_windows(readings, settings)
+    if exclude is not None:
+        ex = exclude(windows)
+        data_info["exclusions"] = {
+            "windows": len(windows),
+            "excluded": ex.excluded,
+            "share": round(ex.share(), 4),
+            "by_reason": ex.reasons,
+            "false_alarm_windows_kept": ex.false_alarm_windows,
+        }
+        if ex.share() > max_excluded_share:
+            raise DataError(
+                f"refusing to train: {ex.share():.0%} of {len(windows)} windows would be "
+                f"excluded ({ex.reasons}), more than the allowed {max_excluded_share:.0%}",
+                hint="the range holds too much abnormal data; pick another time range or "
+                "raise trainer.max_excluded_share after checking the data",
+            )
+        windows = windows.select(~ex.mask)
     t = settings.train
     trained = fit_autoencoder(
         windows.values,

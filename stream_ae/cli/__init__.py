@@ -106,6 +106,7 @@ def _register() -> None:
     evaluate_cmd.register(app)
     models_cmd.register(app)
     retrain_cmd.register(app)
+    retrain_cmd.register_trainer(app)
 
 
 _register()

@@ -100,3 +100,40 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         if not result.passed:
             raise typer.Exit(1)
+
+
+def register_trainer(app: typer.Typer) -> None:
+    trainer = typer.Typer(help="The retraining service (trainers/).", no_args_is_help=True)
+
+    @trainer.command("run")
+    def run(
+        once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    ) -> None:
+        """Refit every trainer.interval_s and on `trainer trigger`, until SIGTERM/SIGINT."""
+        from stream_ae.cli import get_settings
+        from trainers.service import TrainerService
+
+        service = TrainerService(get_settings())
+        if once:
+            result = service.run_once()
+            console.print_json(json.dumps(result.report, default=str))
+            if not result.passed:
+                raise typer.Exit(1)
+            return
+        service.run()
+
+    @trainer.command("trigger")
+    def trigger(
+        reason: Annotated[str, typer.Option("--reason")] = "manual request",
+    ) -> None:
+        """Ask the running trainer service to retrain now."""
+        import getpass
+
+        from stream_ae.cli import get_settings
+        from trainers.service import request_retrain
+
+        settings = get_settings()
+        req = request_retrain(settings, by=getpass.getuser(), reason=reason)
+        console.print(f"retraining requested on {settings.topics.models} at {req.requested_at_ms}")
+
+    app.add_typer(trainer, name="trainer")

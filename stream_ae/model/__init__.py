@@ -4,8 +4,10 @@ This is the only package in stream_ae that imports torch. Import from the
 submodules (they are deliberately not re-exported here, so that importing one
 light submodule does not pull in more than it needs):
 
-* :mod:`stream_ae.model.autoencoders` — ``ConvAutoencoder``, ``LSTMAutoencoder``,
-  ``ARCHITECTURES``, ``build_model``
+* :mod:`stream_ae.model.autoencoders` — ``Autoencoder`` (base), ``ConvAutoencoder``,
+  ``LSTMAutoencoder``, ``VariationalAutoencoder``, ``ARCHITECTURES``, ``build_model``
+* :mod:`stream_ae.model.variants` — training variants: ``VARIANTS``,
+  ``VARIANT_DEFAULTS``, ``make_strategy``, ``build_variant_model``
 * :mod:`stream_ae.model.scaler` — ``ChannelScaler`` (numpy only)
 * :mod:`stream_ae.model.scorer` — ``Scorer``, ``ScoreResult``, ``resolve_device``,
   ``set_threads``

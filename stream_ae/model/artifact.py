@@ -33,9 +33,10 @@ from torch import nn
 
 from stream_ae.decide.threshold import ThresholdSpec
 from stream_ae.errors import ArtifactError, StreamAEError
-from stream_ae.model.autoencoders import ARCHITECTURES, build_model
+from stream_ae.model.autoencoders import ARCHITECTURES
 from stream_ae.model.scaler import ChannelScaler
 from stream_ae.model.scorer import Scorer
+from stream_ae.model.variants import VARIANTS, build_variant_model, resolve_variant_params
 
 __all__ = [
     "CURRENT_FILE",
@@ -70,6 +71,10 @@ class ArtifactMetadata(BaseModel):
     Free-form sections: ``scaler`` (:meth:`ChannelScaler.to_dict`), ``threshold``
     (:meth:`ThresholdSpec.to_dict`), ``training`` (data source, time range,
     window counts, epochs, losses, wall time) and ``metrics`` (held-out scores).
+
+    ``variant`` is the training variant (:data:`stream_ae.model.variants.VARIANTS`)
+    and ``variant_params`` its resolved parameters; metadata written before
+    variants existed has neither and reads as ``"plain"`` with ``{}``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -79,6 +84,8 @@ class ArtifactMetadata(BaseModel):
     created_at: AwareDatetime
     architecture: str
     hparams: dict[str, int | float]
+    variant: str = "plain"
+    variant_params: dict[str, int | float | str] = Field(default_factory=dict)
     channels: list[str] = Field(min_length=1)
     sample_period_ms: int = Field(gt=0)
     window: int = Field(gt=0)
@@ -193,8 +200,13 @@ def new_metadata(
     training: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     created_at: datetime | None = None,
+    variant: str = "plain",
+    variant_params: Mapping[str, int | float | str] | None = None,
 ) -> ArtifactMetadata:
-    """Build complete metadata for ``model``, hashing its serialised weights."""
+    """Build complete metadata for ``model``, hashing its serialised weights.
+
+    ``variant_params`` are stored resolved (defaults filled in, validated).
+    """
     created = (created_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     sha = hashlib.sha256(weights_bytes(model)).hexdigest()
     return ArtifactMetadata(
@@ -202,6 +214,8 @@ def new_metadata(
         created_at=created,
         architecture=architecture,
         hparams=dict(hparams),
+        variant=variant,
+        variant_params=resolve_variant_params(variant, variant_params),
         channels=list(channels),
         sample_period_ms=sample_period_ms,
         window=window,
@@ -438,7 +452,8 @@ def load_artifact(
     """Load and verify a model artifact; see :func:`resolve_artifact_dir` for ``path``.
 
     Checks, each failing with an :class:`ArtifactError` naming the path: metadata
-    present and valid, known architecture, channels equal ``expected_channels``
+    present and valid, known architecture and variant (with valid parameters;
+    metadata without a variant is ``plain``), channels equal ``expected_channels``
     (when given), weights sha256 equal to the metadata, tensor names and shapes
     equal to the rebuilt architecture. Weights are read once; the hash is
     computed over exactly the bytes that are deserialised.
@@ -451,6 +466,12 @@ def load_artifact(
         raise ArtifactError(
             f"{meta_path}: unknown architecture {meta.architecture!r} "
             f"(this stream_ae knows {sorted(ARCHITECTURES)})",
+            hint="use the stream_ae release that wrote the artifact or re-train",
+        )
+    if meta.variant not in VARIANTS:
+        raise ArtifactError(
+            f"{meta_path}: unknown variant {meta.variant!r} "
+            f"(this stream_ae knows {list(VARIANTS)})",
             hint="use the stream_ae release that wrote the artifact or re-train",
         )
     try:
@@ -483,7 +504,14 @@ def load_artifact(
         )
 
     try:
-        model = build_model(meta.architecture, meta.n_channels, meta.window, meta.hparams)
+        model = build_variant_model(
+            meta.architecture,
+            meta.n_channels,
+            meta.window,
+            meta.hparams,
+            meta.variant,
+            meta.variant_params,
+        )
     except StreamAEError as exc:
         raise ArtifactError(f"{meta_path}: cannot rebuild the model: {exc}", hint=_RETRAIN) from exc
     try:
@@ -498,7 +526,8 @@ def load_artifact(
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise ArtifactError(
-            f"{weights_path} does not match architecture {meta.architecture!r}: "
+            f"{weights_path} does not match architecture {meta.architecture!r} "
+            f"(variant {meta.variant!r}): "
             f"missing tensors {missing}, unexpected tensors {unexpected}",
             hint=_RETRAIN,
         )

@@ -41,22 +41,35 @@ LOGVAR_RANGE = (-10.0, 10.0)
 
 
 class Autoencoder(nn.Module):
-    """Base of every autoencoder here: ``encode`` then ``decode``.
+    """Base of every autoencoder here: ``features`` -> ``to_latent`` -> ``decode``.
 
     Input ``x``: float32 ``(B, C, W)`` with ``C == n_channels`` and ``W == window``.
-    :meth:`encode`: ``(B, C, W) -> (B, latent)``; :meth:`decode`:
-    ``(B, latent) -> (B, C, W)``; :meth:`forward`: ``(B, C, W) -> (B, C, W)``, the
-    deterministic reconstruction that :class:`~stream_ae.model.scorer.Scorer` scores.
-    Subclasses set ``n_channels``, ``window`` and ``latent``.
+
+    * :meth:`features`: ``(B, C, W) -> (B, feature_dim)``, the encoder's output
+      before the latent projection;
+    * :meth:`encode`: ``(B, C, W) -> (B, latent)``, ``to_latent(features(x))``;
+    * :meth:`decode`: ``(B, latent) -> (B, C, W)``;
+    * :meth:`forward`: ``(B, C, W) -> (B, C, W)``, the deterministic
+      reconstruction that :class:`~stream_ae.model.scorer.Scorer` scores.
+
+    Backbones set ``n_channels``, ``window``, ``latent``, ``feature_dim`` and the
+    ``to_latent`` layer ``Linear(feature_dim, latent)``.
     """
 
     n_channels: int
     window: int
     latent: int
+    feature_dim: int
+    to_latent: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, W)`` -> encoder features ``(B, feature_dim)``."""
+        raise NotImplementedError
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, W)`` -> latent codes ``(B, latent)``."""
-        raise NotImplementedError
+        z: torch.Tensor = self.to_latent(self.features(x))
+        return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent codes ``(B, latent)`` -> reconstruction ``(B, C, W)``."""
@@ -101,7 +114,8 @@ class ConvAutoencoder(Autoencoder):
             nn.Conv1d(hidden, hidden, kernel_size=5, stride=2, padding=2),
             nn.ReLU(),
         )
-        self.to_latent = nn.Linear(hidden * self._steps, latent)
+        self.feature_dim = hidden * self._steps
+        self.to_latent = nn.Linear(self.feature_dim, latent)
         self.from_latent = nn.Linear(latent, hidden * self._steps)
         self.decoder_conv = nn.Sequential(
             nn.ReLU(),
@@ -110,13 +124,12 @@ class ConvAutoencoder(Autoencoder):
             nn.ConvTranspose1d(hidden, n_channels, kernel_size=4, stride=2, padding=1),
         )
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, W)`` -> latent codes ``(B, latent)``."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, W)`` -> flattened conv features ``(B, hidden * ceil(W / 4))``."""
         if self._padded != self.window:
             x = F.pad(x, (0, self._padded - self.window), mode="replicate")
         h: torch.Tensor = self.encoder_conv(x)
-        z: torch.Tensor = self.to_latent(h.flatten(1))
-        return z
+        return h.flatten(1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent codes ``(B, latent)`` -> reconstruction ``(B, C, W)``."""
@@ -159,15 +172,16 @@ class LSTMAutoencoder(Autoencoder):
         self.latent = latent
         self.num_layers = num_layers
         self.encoder = nn.LSTM(n_channels, hidden, num_layers=num_layers, batch_first=True)
+        self.feature_dim = hidden
         self.to_latent = nn.Linear(hidden, latent)
         self.decoder = nn.LSTM(latent, hidden, num_layers=num_layers, batch_first=True)
         self.output = nn.Linear(hidden, n_channels)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, W)`` -> latent codes ``(B, latent)``."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, W)`` -> the encoder's last hidden state ``(B, hidden)``."""
         _, (h_n, _) = self.encoder(x.transpose(1, 2))  # h_n: (num_layers, B, hidden)
-        z: torch.Tensor = self.to_latent(h_n[-1])
-        return z
+        h: torch.Tensor = h_n[-1]
+        return h
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent codes ``(B, latent)`` -> reconstruction ``(B, C, W)``."""
@@ -178,36 +192,36 @@ class LSTMAutoencoder(Autoencoder):
 
 
 class VariationalHead(nn.Module):
-    """Turns a backbone's latent features into a diagonal Gaussian posterior.
+    """The log-variance half of a diagonal Gaussian posterior.
 
-    Input: ``(B, latent)`` features (the backbone's :meth:`Autoencoder.encode`).
-    Output of :meth:`forward`: ``(mean, logvar)``, each ``(B, latent)``; ``logvar``
-    is clamped to :data:`LOGVAR_RANGE`.
+    Input: encoder features ``(B, feature_dim)`` (:meth:`Autoencoder.features`).
+    Output of :meth:`forward`: ``logvar`` ``(B, latent)``, clamped to
+    :data:`LOGVAR_RANGE`. The mean is the backbone's own ``to_latent`` of the same
+    features, so with the variance at zero the model is exactly its backbone.
     """
 
-    def __init__(self, latent: int) -> None:
+    def __init__(self, feature_dim: int, latent: int) -> None:
         super().__init__()
-        _check_positive(latent=latent)
-        self.latent = latent
-        self.mean = nn.Linear(latent, latent)
-        self.logvar = nn.Linear(latent, latent)
+        _check_positive(feature_dim=feature_dim, latent=latent)
+        self.logvar = nn.Linear(feature_dim, latent)
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, latent)`` -> ``(mean (B, latent), logvar (B, latent))``."""
-        mean: torch.Tensor = self.mean(h)
-        logvar: torch.Tensor = self.logvar(h).clamp(*LOGVAR_RANGE)
-        return mean, logvar
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, feature_dim)`` -> ``logvar`` ``(B, latent)``."""
+        logvar: torch.Tensor = self.logvar(h)
+        return logvar.clamp(*LOGVAR_RANGE)
 
 
 class VariationalAutoencoder(Autoencoder):
     """A backbone whose latent is a Gaussian ``q(z | x) = N(mean, diag(exp(logvar)))``.
 
     Input ``x``: float32 ``(B, C, W)``. :meth:`encode_dist`: ``(B, C, W) ->
-    (mean, logvar)``, each ``(B, latent)``; :meth:`encode`: ``(B, C, W) -> (B,
-    latent)``, the posterior mean; :meth:`decode`: the backbone's, ``(B, latent)
-    -> (B, C, W)``; :meth:`forward`: ``(B, C, W) -> (B, C, W)``, the reconstruction
-    of the posterior mean, deterministic in train and eval mode alike (training
-    samples ``z`` itself, see :mod:`stream_ae.model.variants`).
+    (mean, logvar)``, each ``(B, latent)``, with ``mean = backbone.to_latent(h)``
+    and ``logvar = head(h)`` for the backbone's features ``h``; :meth:`encode`:
+    ``(B, C, W) -> (B, latent)``, the posterior mean; :meth:`decode`: the
+    backbone's, ``(B, latent) -> (B, C, W)``; :meth:`forward`: ``(B, C, W) -> (B,
+    C, W)``, the reconstruction of the posterior mean, deterministic in train and
+    eval mode alike (training samples ``z`` itself, see
+    :mod:`stream_ae.model.variants`).
 
     :meth:`channel_errors` ``(B, C, W) -> (B, C)`` is what the scorer uses: with
     ``mc_samples == 0`` the per-channel squared error of :meth:`forward`; with
@@ -226,24 +240,30 @@ class VariationalAutoencoder(Autoencoder):
         if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0:
             raise ConfigError(f"mc_samples={mc_samples!r} must be a non-negative integer")
         self.backbone = backbone
-        self.head = VariationalHead(backbone.latent)
+        self.head = VariationalHead(backbone.feature_dim, backbone.latent)
         self.n_channels = backbone.n_channels
         self.window = backbone.window
         self.latent = backbone.latent
+        self.feature_dim = backbone.feature_dim
         self.mc_samples = mc_samples
         self.mc_seed = int(mc_seed)
         gen = torch.Generator().manual_seed(self.mc_seed)
         eps = torch.randn(mc_samples, self.latent, generator=gen)
         self.register_buffer("_mc_eps", eps, persistent=False)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, W)`` -> the backbone's features ``(B, feature_dim)``."""
+        return self.backbone.features(x)
+
     def encode_dist(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, W)`` -> ``(mean (B, latent), logvar (B, latent))``."""
-        out: tuple[torch.Tensor, torch.Tensor] = self.head(self.backbone.encode(x))
-        return out
+        h = self.backbone.features(x)
+        mean: torch.Tensor = self.backbone.to_latent(h)
+        return mean, self.head(h)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, W)`` -> posterior means ``(B, latent)``."""
-        return self.encode_dist(x)[0]
+        return self.backbone.encode(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent codes ``(B, latent)`` -> reconstruction ``(B, C, W)``."""
@@ -251,9 +271,9 @@ class VariationalAutoencoder(Autoencoder):
 
     def channel_errors(self, x: torch.Tensor) -> torch.Tensor:
         """Expected squared reconstruction error per channel: ``(B, C, W) -> (B, C)``."""
-        mean, logvar = self.encode_dist(x)
         if self.mc_samples == 0:
-            return (self.decode(mean) - x).square().mean(dim=2)
+            return (self.decode(self.encode(x)) - x).square().mean(dim=2)
+        mean, logvar = self.encode_dist(x)
         std = (0.5 * logvar).exp()
         total = torch.zeros(x.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
         for eps in self._mc_eps:  # (latent,) each; L decoder passes over the batch

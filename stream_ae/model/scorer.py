@@ -4,7 +4,10 @@
 mean squared reconstruction error over its ``C x W`` values *in scaled space*
 (each channel standardised by the training mean/std). It is non-negative;
 higher means more anomalous; normal windows score roughly at the held-out level
-recorded in the artifact and are compared with its threshold.
+recorded in the artifact and are compared with its threshold. For a
+``variational`` model (see :mod:`stream_ae.model.variants`) it is the expected
+error under the latent posterior: the error of the decoded mean by default, or
+a seeded Monte-Carlo average over ``mc_samples`` latent samples.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from torch import nn
 from stream_ae.errors import ConfigError, DataError
 from stream_ae.model.scaler import ChannelScaler
 
-__all__ = ["DEFAULT_MAX_BATCH", "ScoreResult", "Scorer", "resolve_device", "set_threads"]
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "ScoreResult",
+    "Scorer",
+    "reconstruction_errors",
+    "resolve_device",
+    "set_threads",
+]
 
 DEFAULT_MAX_BATCH = 1024
 
@@ -144,10 +154,24 @@ class Scorer:
                 stop = min(start + self.max_batch, n)
                 chunk = torch.from_numpy(self.scaler.transform(arr[start:stop]))
                 x = chunk.to(self.device)
-                recon: torch.Tensor = self.model(x)
-                err = (recon - x).square_().mean(dim=2)
+                err = reconstruction_errors(self.model, x)
                 errors[start:stop] = err.to("cpu", torch.float32).numpy()
         return _result_from_errors(errors)
+
+
+def reconstruction_errors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Mean squared reconstruction error per channel: scaled ``(B, C, W)`` -> ``(B, C)``.
+
+    A model with a ``channel_errors`` method (the variational autoencoder, whose
+    score may be an expectation over latent samples) computes it itself; for any
+    other it is ``mean_t (model(x) - x)^2``.
+    """
+    own = getattr(model, "channel_errors", None)
+    if callable(own):
+        err: torch.Tensor = own(x)
+        return err
+    recon: torch.Tensor = model(x)
+    return (recon - x).square_().mean(dim=2)
 
 
 def _result_from_errors(errors: npt.NDArray[np.float32]) -> ScoreResult:

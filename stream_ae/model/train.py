@@ -5,6 +5,10 @@ the order given, which must be time order) is held out. Windows that overlap
 the first held-out window are dropped from training (a "purge" gap) so that
 held-out data never leaks into training through overlapping samples. The
 held-out windows drive early stopping and the threshold calibration.
+
+The ``variant`` option picks a training variant (denoising, sparse, contractive,
+variational; see :mod:`stream_ae.model.variants`); ``plain`` is the original
+reconstruction-only training, unchanged.
 """
 
 from __future__ import annotations
@@ -25,9 +29,17 @@ from stream_ae.errors import ConfigError, DataError
 from stream_ae.model.artifact import TrainedModel, new_metadata
 from stream_ae.model.autoencoders import build_model, resolve_hparams
 from stream_ae.model.scaler import ChannelScaler
-from stream_ae.model.scorer import Scorer, resolve_device
+from stream_ae.model.scorer import Scorer, reconstruction_errors, resolve_device
+from stream_ae.model.variants import VARIANTS, make_strategy
 
-__all__ = ["MIN_HOLDOUT", "MIN_TRAIN", "MIN_WINDOWS", "TrainedModel", "fit_autoencoder"]
+__all__ = [
+    "MIN_HOLDOUT",
+    "MIN_TRAIN",
+    "MIN_WINDOWS",
+    "VARIANTS",
+    "TrainedModel",
+    "fit_autoencoder",
+]
 
 #: Minimum number of windows overall, held out, and left for training.
 MIN_WINDOWS = 20
@@ -113,14 +125,22 @@ def _validate_args(
 
 
 def _mean_loss(model: nn.Module, x: torch.Tensor) -> float:
-    """Mean squared reconstruction error over all of ``x`` (already scaled)."""
+    """Mean squared reconstruction error over all of ``x`` (already scaled).
+
+    The same quantity as the mean score (for a variational model with
+    ``mc_samples`` the expected error, see :func:`reconstruction_errors`).
+    """
     model.eval()
     total = 0.0
+    own = callable(getattr(model, "channel_errors", None))
     with torch.inference_mode():
         for start in range(0, x.shape[0], _EVAL_BATCH):
             xb = x[start : start + _EVAL_BATCH]
-            recon: torch.Tensor = model(xb)
-            total += float(F.mse_loss(recon, xb, reduction="sum"))
+            if own:
+                total += float(reconstruction_errors(model, xb).sum()) * xb.shape[2]
+            else:
+                recon: torch.Tensor = model(xb)
+                total += float(F.mse_loss(recon, xb, reduction="sum"))
     return total / x.numel()
 
 
@@ -142,6 +162,8 @@ def fit_autoencoder(
     training_info: Mapping[str, Any] | None = None,
     progress: ProgressFn | None = None,
     patience: int | None = 5,
+    variant: str = "plain",
+    variant_params: Mapping[str, int | float | str] | None = None,
 ) -> TrainedModel:
     """Train ``architecture`` on raw float32 windows ``(N, C, W)`` in time order.
 
@@ -152,6 +174,14 @@ def fit_autoencoder(
     and restoring the best epoch's weights, then the threshold is the
     ``threshold_quantile`` of the held-out scores. ``progress(epoch, train_loss,
     val_loss)`` is called after every epoch.
+
+    ``variant`` (one of :data:`VARIANTS`, default ``"plain"``) and
+    ``variant_params`` (merged over
+    :data:`~stream_ae.model.variants.VARIANT_DEFAULTS`) choose the training
+    variant; both are recorded in the metadata. ``train_loss`` is then the
+    variant's full objective; ``val_loss`` (early stopping, best epoch) is always
+    the held-out reconstruction error, i.e. the mean held-out score. For
+    ``variational`` the best epoch is chosen from the end of the β warm-up on.
 
     ``training_info`` (e.g. ``source``, ``start``, ``end``) is stored in the
     metadata's ``training`` section together with the computed counts, losses
@@ -177,6 +207,7 @@ def fit_autoencoder(
         patience=patience,
     )
     resolved_hparams = resolve_hparams(architecture, hparams)
+    strategy = make_strategy(variant, variant_params)
     n, _, window = arr.shape
     n_train_avail, n_holdout = _split_counts(n, holdout_fraction)
     if n < MIN_WINDOWS or n_holdout < MIN_HOLDOUT or n_train_avail < MIN_TRAIN:
@@ -208,7 +239,8 @@ def fit_autoencoder(
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_model(architecture, len(channels), window, resolved_hparams).to(dev)
+    backbone = build_model(architecture, len(channels), window, resolved_hparams)
+    model = strategy.build_model(backbone).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
 
     best_val = math.inf
@@ -217,6 +249,7 @@ def fit_autoencoder(
     train_loss = val_loss = math.nan
     epochs_run = 0
     stale = 0
+    first_candidate = strategy.selection_start_epoch(epochs)
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.from_numpy(rng.permutation(n_train)).to(dev)
@@ -224,8 +257,7 @@ def fit_autoencoder(
         for start in range(0, n_train, batch_size):
             xb = train_x[order[start : start + batch_size]]
             optimiser.zero_grad(set_to_none=True)
-            recon: torch.Tensor = model(xb)
-            loss = F.mse_loss(recon, xb)
+            loss = strategy.training_loss(model, xb, epoch)
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0)
             optimiser.step()
@@ -240,6 +272,8 @@ def fit_autoencoder(
         epochs_run = epoch
         if progress is not None:
             progress(epoch, train_loss, val_loss)
+        if epoch < first_candidate:
+            continue
         if val_loss < best_val * (1.0 - _MIN_REL_IMPROVEMENT) or best_state is None:
             best_val, best_epoch, stale = val_loss, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -278,6 +312,7 @@ def fit_autoencoder(
         batch_size=batch_size,
         lr=lr,
         seed=seed,
+        selection_start_epoch=first_candidate,
         device=str(dev),
         final_train_loss=train_loss,
         final_val_loss=val_loss,
@@ -297,5 +332,7 @@ def fit_autoencoder(
         threshold=threshold,
         training=training,
         metrics=metrics,
+        variant=variant,
+        variant_params=strategy.params,
     )
     return TrainedModel(model=model, scaler=scaler, metadata=metadata)
