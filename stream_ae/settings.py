@@ -148,6 +148,10 @@ class ScorerSettings(_Section):
 
 class TrainSettings(_Section):
     architecture: Literal["conv", "lstm"] = "conv"
+    #: plain | denoising | sparse | contractive | variational (model/variants.py)
+    variant: Literal["plain", "denoising", "sparse", "contractive", "variational"] = "plain"
+    #: the variant's parameters (e.g. {"beta": 0.1}); unset ones take their defaults
+    variant_params: dict[str, float | str] = Field(default_factory=dict)
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=128, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)

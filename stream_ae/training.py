@@ -97,6 +97,8 @@ def train(
         threshold_quantile=t.threshold_quantile,
         training_info={"source": source, **info},
         progress=progress,
+        variant=t.variant,
+        variant_params=dict(t.variant_params),
     )
     path = save_artifact(trained, out_dir or t.output_dir)
     info["wall_s"] = round(time.monotonic() - started, 2)

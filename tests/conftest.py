@@ -21,3 +21,12 @@ def skab_dir() -> Path:
         "or set STREAM_AE_SKAB_DIR"
     )
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """One intra-op thread, as the scorer uses by default: on a busy 2-core machine
+    torch's default of 2 made training 10-60x slower (docs/benchmarks.md)."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -108,6 +108,8 @@ def retrain(
         threshold_quantile=t.threshold_quantile,
         training_info={"source": source, **data_info},
         progress=progress,
+        variant=t.variant,
+        variant_params=dict(t.variant_params),
     )
     n = len(windows)
     n_hold = int(trained.metadata.training.get("n_holdout", max(1, round(n * t.holdout_fraction))))

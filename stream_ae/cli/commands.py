@@ -100,6 +100,10 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--architecture", help="conv or lstm.")
         ] = None,
         epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
+        variant: Annotated[
+            str | None,
+            typer.Option("--variant", help="plain, denoising, sparse, contractive or variational."),
+        ] = None,
         out: Annotated[
             Path | None, typer.Option("--out", help="Folder for the artifact versions.")
         ] = None,
@@ -108,7 +112,14 @@ def register(app: typer.Typer) -> None:
         from stream_ae.training import train as run_training
 
         settings = get_settings(
-            {"train": {"architecture": architecture, "epochs": epochs, "output_dir": out}}
+            {
+                "train": {
+                    "architecture": architecture,
+                    "epochs": epochs,
+                    "output_dir": out,
+                    "variant": variant,
+                }
+            }
         )
         chans = [c.strip() for c in channels.split(",")] if channels else None
         if (csv is None) == (topic_start is None):
