@@ -49,6 +49,7 @@ from stream_ae.decide.threshold import calibrate_quantile
 from stream_ae.evaluate.backtest import (
     SKAB_TRAIN_ROWS,
     ModelSpec,
+    Rule,
     _rows,
     _spec,
     fit_model,
@@ -96,7 +97,10 @@ def inject(
     std = np.where(std > 0, std, 1.0)
     length = e - s
     t = np.arange(length, dtype=np.float64)
-    sign = lambda: rng.choice([-1.0, 1.0])  # noqa: E731
+
+    def sign() -> float:
+        return float(rng.choice([-1.0, 1.0]))
+
     if kind == "multi_shift":
         chans = sorted(rng.choice(n_ch, size=int(rng.integers(3, 6)), replace=False).tolist())
     elif kind == "variance":
@@ -229,14 +233,15 @@ def fit_and_score(
     hold = holdout_scores(train, scorer, spec)
     assert math.isclose(threshold_of(hold, spec.threshold_quantile, 1.0), thr, rel_tol=1e-9), name
     buckets = test.ts_ms // PERIOD_MS
-    for rule in ("published", "causal"):
+    rules: tuple[Rule, Rule] = ("published", "causal")
+    for rule in rules:
         windows, scores, _, pred, _ = score_rows(
             test,
             scorer,
             thr,
             spec,
             period_ms=PERIOD_MS,
-            rule=rule,  # type: ignore[arg-type]
+            rule=rule,
         )
         starts = windows.start_ms // PERIOD_MS
         mine = decide(rule, buckets, starts, scores, thr, window)
@@ -261,6 +266,7 @@ def pooled(
             k=k,
             n=n,
         )
+        assert c.test.labels is not None
         total = total + evaluate_file(
             c.test.labels, pred, c.test.ts_ms, changepoints=c.test.changepoints
         )
@@ -446,6 +452,7 @@ def cmd_real(args: argparse.Namespace) -> None:
                         k=k,
                         n=n,
                     )
+                assert test.labels is not None
                 totals[name] = totals[name] + evaluate_file(
                     test.labels, pred, test.ts_ms, changepoints=test.changepoints, mask=counted
                 )

@@ -15,6 +15,7 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
+from stream_ae.decide.drift import DriftMonitor
 from stream_ae.decide.events import Decider, quality_events
 from stream_ae.decode import DecodedBatch, ReadingDecoder
 from stream_ae.metrics import Metrics
@@ -69,6 +70,8 @@ class ModelBinding:
     spec: GridSpec
     #: (C,) mean of the training data in raw units (for warm-up re-baselining)
     reference_mean: np.ndarray | None = None
+    #: inputs and scores against the training period (reported, not acted on)
+    drift: DriftMonitor | None = None
 
 
 class Pipeline:
@@ -178,6 +181,8 @@ class Pipeline:
         if not len(windows):
             return
         res = self.model.scorer.score(windows.values)
+        if self.model.drift is not None:
+            self.model.drift.update(windows.values, res.scores)
         decider = self.model.decider
         out.events.extend(decider.events(windows, res.scores, res.channel_shares, now_ms=now_ms))
         if self.publish_scores:

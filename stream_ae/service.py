@@ -32,6 +32,7 @@ import msgspec
 import numpy as np
 
 from stream_ae import schemas
+from stream_ae.decide.drift import DriftMonitor
 from stream_ae.decide.events import Decider
 from stream_ae.io.kafka import (
     Admin,
@@ -109,6 +110,7 @@ def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
         decider=decider,
         spec=spec,
         reference_mean=np.asarray(loaded.scorer.scaler.mean, dtype=np.float64),
+        drift=DriftMonitor.from_metadata(md),
     )
 
 
@@ -439,11 +441,12 @@ class ScorerService:
     def _log_stats(self) -> None:
         acct = self.pipeline.windower.accounting()
         log.info(
-            "stats %s accounting=%s open_readings=%d assets=%d",
+            "stats %s accounting=%s open_readings=%d assets=%d drift=%s",
             self.pipeline.metrics.as_dict(),
             vars(acct),
             self.pipeline.windower.open_readings(),
             len(self.pipeline.windower),
+            drift.report() if (drift := self.pipeline.model.drift) is not None else None,
         )
 
     def _close(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,8 @@ class Exclusions:
     mask: np.ndarray  # (B,) bool: True = leave out
     reasons: dict[str, int] = field(default_factory=dict)  # windows per reason (overlapping)
     false_alarm_windows: int = 0
+    #: the new data against the champion's training period (decide/drift.py)
+    drift: dict[str, Any] | None = None
 
     @property
     def excluded(self) -> int:

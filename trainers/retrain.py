@@ -82,6 +82,7 @@ def retrain(
             "share": round(ex.share(), 4),
             "by_reason": ex.reasons,
             "false_alarm_windows_kept": ex.false_alarm_windows,
+            "champion_drift": ex.drift,
         }
         if ex.share() > max_excluded_share:
             raise DataError(

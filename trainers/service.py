@@ -21,6 +21,7 @@ import msgspec
 import numpy as np
 
 from stream_ae import schemas
+from stream_ae.decide.drift import DriftMonitor
 from stream_ae.errors import ConfigError, StreamAEError
 from stream_ae.io.kafka import ControlWatcher, publish_control, read_range
 from stream_ae.readings_io import read_topic
@@ -138,7 +139,7 @@ class TrainerService:
                 if windows.values.shape[1:] == (len(md.channels), md.window):
                     scores = np.asarray(loaded.scorer.score(windows.values).scores)
                     threshold = md.threshold_spec.value
-            return exclusion_mask(
+            ex = exclusion_mask(
                 windows,
                 events=events,
                 feedback=feedback,
@@ -146,6 +147,11 @@ class TrainerService:
                 champion_threshold=threshold,
                 open_end_ms=now,
             )
+            if scores is not None and loaded is not None:
+                monitor = DriftMonitor.from_metadata(loaded.metadata, horizon=len(scores))
+                monitor.update(windows.values, scores)
+                ex.drift = monitor.report()
+            return ex
 
         return exclude
 

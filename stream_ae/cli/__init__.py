@@ -112,21 +112,34 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    code: int = 0
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (errors become one line and code 2)."""
     try:
-        app()
+        app(args=argv)
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except StreamAEError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        code = 2
+        return 2
     except KeyboardInterrupt:
-        code = 130
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+def console_main() -> None:
+    """The ``stream-ae`` console script: :func:`main`, then a quiet exit.
+
+    Creating a torch optimiser imports triton, whose native bindings print a page
+    of "nanobind: leaked ..." lines at interpreter teardown. Everything of ours is
+    flushed and closed when the command returns, so the console script leaves
+    without that teardown. (Only here: in-process callers keep a normal exit.)
+    """
+    code = run()
     if "triton" in sys.modules:
-        # Creating a torch optimiser imports triton, whose native bindings print a page
-        # of "nanobind: leaked ..." lines at interpreter teardown. Everything of ours is
-        # flushed and closed by now, so leave without that teardown.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,0 +1,90 @@
+"""Drift: are recent inputs and scores still like the training period's?
+
+Two signals, both cheap and pure numpy:
+
+* **inputs** — per channel, the shift of the recent mean from the training
+  mean in training standard deviations (``|μ_recent − μ_train| / σ_train``);
+* **scores** — the recent median score over the held-out median at training
+  time, and the recent share of windows above the threshold against the
+  held-out share.
+
+"Recent" is an exponentially weighted average over about ``horizon`` windows.
+Drift is reported (scorer stats log, metrics, retrain reports), never acted on
+by default: an automatic refit on drifted data can learn the fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+INPUT_SHIFT_LIMIT = 3.0  # training standard deviations
+SCORE_RATIO_LIMIT = 2.0
+
+
+@dataclass
+class DriftMonitor:
+    reference_mean: np.ndarray  # (C,) raw units
+    reference_std: np.ndarray  # (C,)
+    channels: list[str]
+    holdout_p50: float | None = None
+    holdout_exceed: float | None = None
+    threshold: float | None = None
+    horizon: int = 5000
+    _mean: np.ndarray | None = field(default=None, repr=False)
+    _log_score: float | None = None
+    _exceed: float | None = None
+    windows: int = 0
+
+    @classmethod
+    def from_metadata(cls, md: Any, horizon: int = 5000) -> DriftMonitor:
+        m = md.metrics or {}
+        return cls(
+            reference_mean=np.asarray(md.scaler["mean"], np.float64),
+            reference_std=np.asarray(md.scaler["std"], np.float64),
+            channels=list(md.channels),
+            holdout_p50=m.get("holdout_score_p50"),
+            holdout_exceed=m.get("holdout_exceed_fraction"),
+            threshold=md.threshold_spec.value,
+            horizon=horizon,
+        )
+
+    def update(self, windows: np.ndarray, scores: np.ndarray) -> None:
+        """``windows`` (B, C, W) raw values, ``scores`` (B,)."""
+        b = len(scores)
+        if not b:
+            return
+        alpha = 1.0 - (1.0 - 1.0 / self.horizon) ** b  # weight of this batch as a whole
+        mean = windows.mean(axis=(0, 2), dtype=np.float64)
+        log_score = float(np.median(np.log(np.maximum(scores, 1e-12))))
+        exceed = float(np.mean(scores > self.threshold)) if self.threshold is not None else 0.0
+        if self._mean is None:
+            self._mean, self._log_score, self._exceed = mean, log_score, exceed
+        else:
+            self._mean = (1 - alpha) * self._mean + alpha * mean
+            self._log_score = (1 - alpha) * (self._log_score or 0.0) + alpha * log_score
+            self._exceed = (1 - alpha) * (self._exceed or 0.0) + alpha * exceed
+        self.windows += b
+
+    def report(self) -> dict[str, Any]:
+        if self._mean is None:
+            return {"windows": 0, "drifted": False}
+        shift = np.abs(self._mean - self.reference_mean) / np.maximum(self.reference_std, 1e-12)
+        worst = int(np.argmax(shift))
+        out: dict[str, Any] = {
+            "windows": self.windows,
+            "input_shift_max": round(float(shift[worst]), 3),
+            "input_shift_channel": self.channels[worst],
+            "recent_exceed_fraction": round(self._exceed or 0.0, 5),
+            "holdout_exceed_fraction": self.holdout_exceed,
+        }
+        ratio = None
+        if self.holdout_p50 and self._log_score is not None:
+            ratio = float(np.exp(self._log_score)) / self.holdout_p50
+            out["score_p50_ratio"] = round(ratio, 3)
+        out["drifted"] = bool(
+            shift[worst] > INPUT_SHIFT_LIMIT or (ratio is not None and ratio > SCORE_RATIO_LIMIT)
+        )
+        return out
