@@ -34,6 +34,7 @@ import numpy as np
 from stream_ae import schemas
 from stream_ae.decide.drift import DriftMonitor
 from stream_ae.decide.events import Decider
+from stream_ae.decide.persistence import Persistence
 from stream_ae.io.kafka import (
     Admin,
     ControlWatcher,
@@ -104,6 +105,10 @@ def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
         high_ratio=settings.decide.high_ratio,
         critical_ratio=settings.decide.critical_ratio,
         top_channels=settings.decide.top_channels,
+        persistence=Persistence(
+            k=int(md.threshold_spec.params.get("persistence_k", settings.decide.persistence_k)),
+            n=int(md.threshold_spec.params.get("persistence_n", settings.decide.persistence_n)),
+        ),
     )
     return ModelBinding(
         scorer=loaded.scorer,

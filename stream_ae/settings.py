@@ -133,6 +133,10 @@ class DecideSettings(_Section):
     high_ratio: float = Field(default=2.0, gt=1.0)
     critical_ratio: float = Field(default=4.0, gt=1.0)
     top_channels: int = Field(default=3, ge=1)
+    #: alarm when k of an asset's last n windows are above the threshold (1/1 = off).
+    #: Recorded in the model at training; a model's own values win when scoring.
+    persistence_k: int = Field(default=1, ge=1)
+    persistence_n: int = Field(default=1, ge=1)
 
 
 class ScorerSettings(_Section):

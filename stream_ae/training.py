@@ -66,6 +66,22 @@ def _reorder(w: WindowBatch, order: np.ndarray) -> WindowBatch:
     )
 
 
+def with_decision_rule(trained: Any, settings: Settings) -> Any:
+    """Record the decision rule's persistence (decide.persistence_k/n) with the model."""
+    import dataclasses
+
+    d = settings.decide
+    threshold = dict(trained.metadata.threshold)
+    threshold["params"] = {
+        **threshold.get("params", {}),
+        "persistence_k": d.persistence_k,
+        "persistence_n": d.persistence_n,
+    }
+    return dataclasses.replace(
+        trained, metadata=trained.metadata.model_copy(update={"threshold": threshold})
+    )
+
+
 def train(
     readings: Readings,
     settings: Settings,
@@ -100,6 +116,7 @@ def train(
         variant=t.variant,
         variant_params=dict(t.variant_params),
     )
+    trained = with_decision_rule(trained, settings)
     path = save_artifact(trained, out_dir or t.output_dir)
     info["wall_s"] = round(time.monotonic() - started, 2)
     info["version"] = trained.metadata.version

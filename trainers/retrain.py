@@ -33,7 +33,7 @@ from stream_ae.errors import DataError
 from stream_ae.readings_io import Readings
 from stream_ae.registry import Registry
 from stream_ae.settings import Settings
-from stream_ae.training import training_windows
+from stream_ae.training import training_windows, with_decision_rule
 from stream_ae.windowing import WindowBatch
 from trainers.exclusions import Exclusions
 
@@ -137,7 +137,7 @@ def retrain(
             "metrics": {**trained.metadata.metrics, "gate": gate},
         }
     )
-    candidate = dataclasses.replace(trained, metadata=metadata)
+    candidate = with_decision_rule(dataclasses.replace(trained, metadata=metadata), settings)
     report = {
         "source": source,
         "data": data_info,

@@ -63,6 +63,17 @@ def register(app: typer.Typer) -> None:
         delay: Annotated[
             int, typer.Option("--delay", help="Causal rule: readings of allowed delay.")
         ] = 0,
+        threshold_quantile: Annotated[
+            float,
+            typer.Option("--threshold-quantile", help="SKAB: quantile of held-out scores."),
+        ] = 0.995,
+        threshold_factor: Annotated[
+            float, typer.Option("--threshold-factor", help="SKAB: multiplier on it.")
+        ] = 1.0,
+        persistence: Annotated[
+            str,
+            typer.Option("--persistence", help="Causal rule: K/N = k of the last n windows."),
+        ] = "1/1",
         rebaseline_s: Annotated[
             float,
             typer.Option("--rebaseline-s", help="skab-streaming: warm-up seconds (0 = off)."),
@@ -80,16 +91,27 @@ def register(app: typer.Typer) -> None:
         if (protocol is None) == (csv is None):
             raise ConfigError("give exactly one of --protocol NAME or --csv PATH --model DIR")
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        k_text, _, n_text = persistence.partition("/")
+        if not (k_text.isdigit() and n_text.isdigit()):
+            raise ConfigError(f"--persistence {persistence!r}: expected K/N, e.g. 3/5")
+        knobs: dict[str, Any] = {
+            "threshold_quantile": threshold_quantile,
+            "threshold_factor": threshold_factor,
+            "persistence_k": int(k_text),
+            "persistence_n": int(n_text),
+        }
         if protocol is not None:
             if protocol not in PROTOCOLS:
                 raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
             root = data or DEFAULT_SKAB
             if protocol == "skab-streaming":
                 result = _skab_streaming(
-                    root, seed_list, files, window, epochs, delay, rebaseline_s, report
+                    root, seed_list, files, window, epochs, delay, rebaseline_s, report, knobs
                 )
             else:
-                result = _skab(protocol, root, seed_list, files, window, epochs, delay, report)
+                result = _skab(
+                    protocol, root, seed_list, files, window, epochs, delay, report, knobs
+                )
         else:
             if model is None:
                 raise ConfigError("--csv needs --model (an artifact folder)")
@@ -113,6 +135,7 @@ def _skab(
     epochs: int,
     delay: int,
     report: Path | None,
+    knobs: dict[str, Any],
 ) -> dict[str, Any]:
     from stream_ae.errors import DataError
     from stream_ae.evaluate.backtest import (
@@ -129,7 +152,7 @@ def _skab(
         raise DataError(f"no SKAB files under {root}", hint="pass --data PATH")
     paths = paths[:limit] if limit else paths
     rule: Rule = "published" if protocol == "skab-published" else "causal"
-    spec = ModelSpec(window=window, hop=1, epochs=epochs, delay=delay)
+    spec = ModelSpec(window=window, hop=1, epochs=epochs, delay=delay, **knobs)
     console.print(f"[bold]{protocol}[/]: {len(paths)} files, seeds {seeds}, W={window}")
     console.print(RULE_NOTES[protocol].format(delay=delay), highlight=False)
     per_seed = []
@@ -151,6 +174,8 @@ def _skab(
         protocol=protocol,
         files=len(paths),
         window=window,
+        delay=delay,
+        settings=knobs,
         rule=RULE_NOTES[protocol].format(delay=delay),
     )
     _print_table(protocol, per_seed, result)
@@ -171,13 +196,14 @@ def _skab_streaming(
     delay: int,
     rebaseline_s: float,
     report: Path | None,
+    knobs: dict[str, Any],
 ) -> dict[str, Any]:
     from stream_ae.evaluate.backtest import ModelSpec, fit_on_file, skab_files, stream_file
     from stream_ae.evaluate.metrics import Evaluation, evaluate_file
 
     paths = skab_files(root)
     paths = paths[:limit] if limit else paths
-    spec = ModelSpec(window=window, hop=1, epochs=epochs, delay=delay)
+    spec = ModelSpec(window=window, hop=1, epochs=epochs, delay=delay, **knobs)
     console.print(f"[bold]skab-streaming[/]: {len(paths)} files, seeds {seeds}, W={window}")
     console.print(RULE_NOTES["skab-streaming"].format(delay=delay), highlight=False)
     variants = {"plain": 0.0, f"rebaseline_{rebaseline_s:g}s": rebaseline_s}
@@ -185,6 +211,8 @@ def _skab_streaming(
         "protocol": "skab-streaming",
         "files": len(paths),
         "window": window,
+        "delay": delay,
+        "settings": knobs,
         "rule": RULE_NOTES["skab-streaming"].format(delay=delay),
     }
     for name, rb in variants.items():

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream_ae.decide.persistence import Persistence
 from stream_ae.schemas import (
     AnomalyEvent,
     ChannelShare,
@@ -42,9 +43,14 @@ class Decider:
     high_ratio: float = 2.0
     critical_ratio: float = 4.0
     top_channels: int = 3
+    persistence: Persistence | None = None
 
-    def anomalous(self, scores: np.ndarray) -> np.ndarray:
-        return scores > self.threshold
+    def anomalous(self, scores: np.ndarray, windows: WindowBatch | None = None) -> np.ndarray:
+        """Above the threshold, and — with persistence — ``k`` of the asset's last ``n``."""
+        above = scores > self.threshold
+        if self.persistence is None or windows is None:
+            return above
+        return self.persistence.apply(windows, above)
 
     def events(
         self,
@@ -55,7 +61,7 @@ class Decider:
         now_ms: int,
     ) -> list[AnomalyEvent]:
         """One event per window whose score exceeds the threshold, in input order."""
-        idx = np.flatnonzero(self.anomalous(scores))
+        idx = np.flatnonzero(self.anomalous(scores, windows))
         if not len(idx):
             return []
         detected = iso_ms(now_ms)

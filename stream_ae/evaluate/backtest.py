@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from stream_ae.evaluate.decisions import causal_rule, published_reach, published_rule
+from stream_ae.evaluate.smoothing import k_of_n
 from stream_ae.readings_io import Readings, read_csv, to_windows
 from stream_ae.windowing import GridSpec, WindowBatch
 from stream_ae.windowing.rebaseline import Rebaseliner
@@ -72,6 +73,10 @@ class ModelSpec:
     hparams: dict[str, float] = field(default_factory=dict)
     fill_limit: int = 3
     delay: int = 0
+    #: causal rule: k of the last n windows above the threshold (the live
+    #: decision step's decide.persistence_k/n)
+    persistence_k: int = 1
+    persistence_n: int = 1
 
 
 def skab_files(root: Path) -> list[Path]:
@@ -137,6 +142,7 @@ def score_rows(
     row_buckets = test.ts_ms // period_ms
     starts = windows.start_ms // period_ms
     if rule == "causal":
+        anomalous = k_of_n(anomalous, model.persistence_k, model.persistence_n, starts)
         pred = causal_rule(row_buckets, starts, anomalous, model.window, delay=model.delay)
         counted = np.ones(len(test), bool)
     else:

@@ -98,7 +98,14 @@ class Scorer:
     The model is moved to ``device`` and put in eval mode once, here. Scoring runs
     under ``torch.inference_mode()`` in chunks of at most ``max_batch`` windows,
     each chunk copied to the device once.
+
+    ``runtime`` and ``precision`` name what computes the errors: eager torch in
+    float32 here; :class:`stream_ae.model.runtimes.RuntimeScorer` (a subclass with
+    the same :meth:`score` contract) runs an exported model instead.
     """
+
+    runtime: str = "torch"
+    precision: str = "float32"
 
     def __init__(
         self,
@@ -152,11 +159,20 @@ class Scorer:
         with torch.inference_mode():
             for start in range(0, n, self.max_batch):
                 stop = min(start + self.max_batch, n)
-                chunk = torch.from_numpy(self.scaler.transform(arr[start:stop]))
-                x = chunk.to(self.device)
-                err = reconstruction_errors(self.model, x)
-                errors[start:stop] = err.to("cpu", torch.float32).numpy()
+                errors[start:stop] = self.chunk_errors(self.scaler.transform(arr[start:stop]))
         return _result_from_errors(errors)
+
+    def chunk_errors(self, scaled: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Per-channel errors ``(b, C)`` of one chunk of *scaled* windows ``(b, C, W)``.
+
+        The one step a runtime replaces (:mod:`stream_ae.model.runtimes`); :meth:`score`
+        validates, scales, chunks and turns errors into a :class:`ScoreResult` around it,
+        and calls it under ``torch.inference_mode()``.
+        """
+        x = torch.from_numpy(scaled).to(self.device)
+        err = reconstruction_errors(self.model, x)
+        out: npt.NDArray[np.float32] = err.to("cpu", torch.float32).numpy()
+        return out
 
 
 def reconstruction_errors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,57 @@
+"""Persistence: alarm only when ``k`` of an asset's last ``n`` windows are above
+the threshold. One noisy window no longer pages anyone; a real fault, which
+stays, alarms after at most ``k − 1`` extra windows. ``k = n = 1`` is off.
+
+State is per (partition, asset) and survives batches; it is part of the model's
+decision rule (recorded in the artifact's threshold parameters as
+``persistence_k`` / ``persistence_n``), so a model and its rule change together.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream_ae.errors import ConfigError
+from stream_ae.windowing import WindowBatch
+
+Key = tuple[int, str]
+
+
+@dataclass
+class Persistence:
+    k: int = 1
+    n: int = 1
+    _recent: dict[Key, deque[bool]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= self.n:
+            raise ConfigError(
+                f"persistence needs 1 <= k <= n, got k={self.k}, n={self.n}",
+                hint="set decide.persistence_k and decide.persistence_n",
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.n > 1
+
+    def apply(self, windows: WindowBatch, anomalous: np.ndarray) -> np.ndarray:
+        """Windows of one asset must come in start order (the windower's order)."""
+        if not self.active:
+            return anomalous
+        out = np.zeros(len(anomalous), bool)
+        keys = zip(windows.partitions.tolist(), windows.asset_ids, strict=True)
+        for i, (key, verdict) in enumerate(zip(keys, anomalous.tolist(), strict=True)):
+            recent = self._recent.get(key)
+            if recent is None:
+                recent = self._recent[key] = deque(maxlen=self.n)
+            recent.append(bool(verdict))
+            out[i] = sum(recent) >= self.k
+        return out
+
+    def forget(self, keys: Iterable[Key]) -> None:
+        for k in keys:
+            self._recent.pop(k, None)

@@ -1,0 +1,48 @@
+"""k-of-n persistence in the live decision step: per asset, across batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_ae.decide.events import Decider
+from stream_ae.decide.persistence import Persistence
+from stream_ae.errors import ConfigError
+from stream_ae.windowing import WindowBatch
+
+
+def _batch(assets: list[str], starts: list[int]) -> WindowBatch:
+    n = len(assets)
+    s = np.array(starts, np.int64)
+    return WindowBatch(assets, np.zeros(n, np.int64), s, s + 10, np.zeros((n, 2, 4), np.float32))
+
+
+def test_two_of_three_across_batches_and_per_asset() -> None:
+    p = Persistence(k=2, n=3)
+    a1 = p.apply(_batch(["a", "b", "a"], [0, 0, 10]), np.array([True, True, False]))
+    assert a1.tolist() == [False, False, False]  # a: [T], b: [T], a: [T, F]
+    a2 = p.apply(_batch(["a", "b"], [20, 10]), np.array([True, True]))
+    assert a2.tolist() == [True, True]  # a: [T, F, T], b: [T, T]
+    a3 = p.apply(_batch(["a"], [30]), np.array([False]))
+    assert a3.tolist() == [False]  # a: [F, T, F]
+
+
+def test_one_of_one_changes_nothing_and_bad_values_are_refused() -> None:
+    p = Persistence()
+    verdicts = np.array([True, False, True])
+    assert p.apply(_batch(["a"] * 3, [0, 10, 20]), verdicts) is verdicts
+    with pytest.raises(ConfigError, match="k <= n"):
+        Persistence(k=3, n=2)
+
+
+def test_the_decider_emits_events_only_for_persistent_windows() -> None:
+    d = Decider(
+        threshold=1.0, model_version="v", channels=["x", "y"], persistence=Persistence(k=2, n=2)
+    )
+    w = _batch(["a", "a", "a"], [0, 10, 20])
+    scores = np.array([2.0, 0.5, 3.0])
+    shares = np.full((3, 2), 0.5)
+    assert d.events(w, scores, shares, now_ms=0) == []
+    w2 = _batch(["a"], [30])
+    (e,) = d.events(w2, np.array([2.5]), np.full((1, 2), 0.5), now_ms=0)
+    assert e.window_start_ms == 30 and e.score == 2.5
