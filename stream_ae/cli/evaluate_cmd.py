@@ -70,6 +70,15 @@ def register(app: typer.Typer) -> None:
         threshold_factor: Annotated[
             float, typer.Option("--threshold-factor", help="SKAB: multiplier on it.")
         ] = 1.0,
+        architecture: Annotated[
+            str, typer.Option("--architecture", help="SKAB: conv or lstm.")
+        ] = "conv",
+        variant: Annotated[
+            str,
+            typer.Option(
+                "--variant", help="SKAB: plain, denoising, sparse, contractive, variational."
+            ),
+        ] = "plain",
         persistence: Annotated[
             str,
             typer.Option("--persistence", help="Causal rule: K/N = k of the last n windows."),
@@ -99,6 +108,8 @@ def register(app: typer.Typer) -> None:
             "threshold_factor": threshold_factor,
             "persistence_k": int(k_text),
             "persistence_n": int(n_text),
+            "architecture": architecture,
+            "variant": variant,
         }
         if protocol is not None:
             if protocol not in PROTOCOLS:

@@ -62,6 +62,8 @@ class ModelSpec:
     """How a backtest fits its models (tuned only on training data; see docs)."""
 
     architecture: str = "conv"
+    variant: str = "plain"
+    variant_params: dict[str, float | str] = field(default_factory=dict)
     window: int = 60
     hop: int = 1
     epochs: int = 30
@@ -121,6 +123,8 @@ def fit_model(train: Readings, model: ModelSpec, *, period_ms: int, seed: int) -
         device="cpu",
         holdout_fraction=model.holdout_fraction,
         threshold_quantile=model.threshold_quantile,
+        variant=model.variant,
+        variant_params=dict(model.variant_params),
     )
     return trained.scorer("cpu"), trained.threshold.value * model.threshold_factor
 
