@@ -8,7 +8,7 @@ drive it with plain objects. Time is an argument (``now_ms``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from stream_ae.schemas import (
     AnomalyEvent,
     DataQualityEvent,
     DeadLetter,
+    LatentRecord,
     MessageLike,
     ScoreRecord,
 )
@@ -48,6 +49,7 @@ class WindowScorer(Protocol):
 class StepOutput:
     events: list[AnomalyEvent] = field(default_factory=list)
     scores: list[ScoreRecord] = field(default_factory=list)
+    latents: list[LatentRecord] = field(default_factory=list)
     quality: list[DataQualityEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     windows: int = 0
@@ -72,6 +74,8 @@ class ModelBinding:
     reference_mean: np.ndarray | None = None
     #: inputs and scores against the training period (reported, not acted on)
     drift: DriftMonitor | None = None
+    #: raw windows (B, C, W) -> latent vectors (B, L), for the latents topic
+    encoder: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class Pipeline:
@@ -82,6 +86,7 @@ class Pipeline:
         max_future_ms: int,
         idle_timeout_ms: int | None = None,
         publish_scores: bool = False,
+        publish_latents: bool = False,
         track_marks: bool = False,
         rebaseline_ms: int = 0,
     ) -> None:
@@ -89,6 +94,7 @@ class Pipeline:
         self.decoder = ReadingDecoder(model.decider.channels, max_future_ms=max_future_ms)
         self.windower = Windower(model.spec, idle_timeout_ms=idle_timeout_ms)
         self.publish_scores = publish_scores
+        self.publish_latents = publish_latents
         self.metrics = Metrics()
         # Exactly-once support: start of the last scored window per (partition, asset).
         # Windows at or before a mark were published before a restart and are skipped.
@@ -187,6 +193,24 @@ class Pipeline:
         out.events.extend(decider.events(windows, res.scores, res.channel_shares, now_ms=now_ms))
         if self.publish_scores:
             out.scores.extend(decider.score_records(windows, res.scores))
+        if self.publish_latents and self.model.encoder is not None:
+            vectors = self.model.encoder(windows.values)
+            out.latents.extend(
+                LatentRecord(
+                    asset_id=a,
+                    window_start_ms=s,
+                    window_end_ms=e,
+                    model_version=decider.model_version,
+                    vector=v,
+                )
+                for a, s, e, v in zip(
+                    windows.asset_ids,
+                    windows.start_ms.tolist(),
+                    windows.end_ms.tolist(),
+                    vectors.tolist(),
+                    strict=True,
+                )
+            )
         out.windows += len(windows)
         self.metrics.windows += len(windows)
         self.metrics.events += len(out.events)

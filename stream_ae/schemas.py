@@ -73,6 +73,17 @@ class ScoreRecord(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
 
 
+class LatentRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A scored window's latent vector (optional ``latents`` topic, key = asset id)."""
+
+    schema_version: int = SCHEMA_VERSION
+    asset_id: str
+    window_start_ms: int
+    window_end_ms: int
+    model_version: str
+    vector: list[float]
+
+
 DataQualityKind = Literal["gap", "silent_asset"]
 
 

@@ -89,6 +89,10 @@ def load_model(settings: Settings) -> LoadedModel:
 
 def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
     """Grid and decision rules for a model: W, H and the period come from the artifact."""
+    from functools import partial
+
+    from stream_ae.model.latents import latents
+
     md = loaded.metadata
     spec = GridSpec(
         period_ms=md.sample_period_ms,
@@ -116,6 +120,7 @@ def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
         spec=spec,
         reference_mean=np.asarray(loaded.scorer.scaler.mean, dtype=np.float64),
         drift=DriftMonitor.from_metadata(md),
+        encoder=partial(latents, loaded.scorer) if settings.topics.publish_latents else None,
     )
 
 
@@ -124,6 +129,8 @@ def output_topics(settings: Settings) -> list[str]:
     topics = [t.anomalies, t.dead_letter_topic, t.data_quality]
     if t.publish_scores:
         topics.append(t.scores)
+    if t.publish_latents:
+        topics.append(t.latents)
     return topics
 
 
@@ -187,6 +194,7 @@ class ScorerService:
             max_future_ms=settings.window.max_future_ms,
             idle_timeout_ms=settings.window.idle_timeout_ms,
             publish_scores=settings.topics.publish_scores,
+            publish_latents=settings.topics.publish_latents,
             track_marks=settings.scorer.exactly_once,
             rebaseline_ms=int(settings.model.rebaseline_s * 1000),
         )
@@ -320,6 +328,8 @@ class ScorerService:
             send(t.anomalies, schemas.encode(e), key=e.asset_id.encode())
         for r in out.scores:
             send(t.scores, schemas.encode(r), key=r.asset_id.encode())
+        for z in out.latents:
+            send(t.latents, schemas.encode(z), key=z.asset_id.encode())
         for q in out.quality:
             send(t.data_quality, schemas.encode(q), key=q.asset_id.encode())
         for d in out.dead_letters:

@@ -67,6 +67,9 @@ class TopicSettings(_Section):
     anomalies: str = "maintenance.anomalies"
     scores: str = "stream_ae.scores"
     publish_scores: bool = False
+    #: each scored window's latent vector (the encoder's output), off by default
+    latents: str = "stream_ae.latents"
+    publish_latents: bool = False
     data_quality: str = "stream_ae.data_quality"
     #: Compacted control topic announcing the champion model (hot swap).
     models: str = "stream_ae.models"

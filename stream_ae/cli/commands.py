@@ -146,6 +146,63 @@ def register(app: typer.Typer) -> None:
         console.print_json(json.dumps(info, default=str))
 
     @app.command()
+    def embed(
+        csv: Annotated[Path, typer.Option("--csv", help="CSV of readings.")],
+        model: Annotated[Path, typer.Option("--model", help="Artifact folder.")],
+        out: Annotated[
+            Path | None, typer.Option("--out", help="JSON-lines file (default: stdout).")
+        ] = None,
+        sep: Annotated[str, typer.Option("--sep")] = ",",
+    ) -> None:
+        """Each window's latent vector (the encoder's output), one JSON line per window."""
+        import sys
+
+        from stream_ae import schemas
+        from stream_ae.model.artifact import load_artifact
+        from stream_ae.model.latents import latents
+        from stream_ae.readings_io import read_csv, to_windows
+        from stream_ae.windowing import GridSpec
+
+        settings = get_settings()
+        loaded = load_artifact(model, device=settings.model.device)
+        md = loaded.metadata
+        readings = read_csv(csv, channels=md.channels, sep=sep)
+        spec = GridSpec(
+            period_ms=md.sample_period_ms,
+            size=md.window,
+            hop=md.hop,
+            lateness_ms=settings.window.allowed_lateness_ms,
+            fill_limit=settings.window.fill_limit,
+            n_channels=len(md.channels),
+        )
+        windows = to_windows(readings, spec)
+        vectors = latents(loaded.scorer, windows.values)
+        sink = out.open("wb") if out else sys.stdout.buffer
+        try:
+            for a, s0, e0, v in zip(
+                windows.asset_ids,
+                windows.start_ms.tolist(),
+                windows.end_ms.tolist(),
+                vectors.tolist(),
+                strict=True,
+            ):
+                record = schemas.LatentRecord(
+                    asset_id=a,
+                    window_start_ms=s0,
+                    window_end_ms=e0,
+                    model_version=md.version,
+                    vector=v,
+                )
+                sink.write(schemas.encode(record) + b"\n")
+        finally:
+            if out:
+                sink.close()
+        if out:
+            console.print(
+                f"{len(windows):,} windows → {vectors.shape[1]}-dimensional latent vectors in {out}"
+            )
+
+    @app.command()
     def score(
         model: Annotated[
             Path | None, typer.Option("--model", help="Artifact folder (default model.path).")

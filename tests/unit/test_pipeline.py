@@ -8,6 +8,7 @@ are [0,4), [2,6), [4,8), [6,10) while streaming and [8,12) at flush.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -367,3 +368,15 @@ def test_reading_before_year_one_does_not_crash_the_pipeline() -> None:
     raw = json.dumps({"asset_id": "p1", "ts": ancient, "values": {"a": 1, "b": 1}}).encode()
     pipe.step([Msg(raw)], now_ms=NOW)
     pipe.tick(now_ms=NOW + 2000)  # closes the silent asset: its quality event renders the time
+
+
+def test_latents_are_published_for_every_scored_window_when_enabled() -> None:
+    pipe, _ = make()
+    pipe.model = dataclasses.replace(pipe.model, encoder=lambda w: w.mean(axis=2))
+    pipe.publish_latents = True
+    out = pipe.step(series("p1", range(12)), now_ms=NOW)
+    assert out.windows > 0
+    assert len(out.latents) == out.windows
+    first = out.latents[0]
+    assert first.asset_id == "p1" and len(first.vector) == len(CHANNELS)
+    assert first.model_version == "v1"
