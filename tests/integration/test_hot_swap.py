@@ -17,6 +17,7 @@ from harness import (
     scores_of,
     simulator,
     stream_messages,
+    wait_until,
 )
 
 from stream_ae import schemas
@@ -155,3 +156,43 @@ def test_a_new_window_size_rebuilds_the_windows(env: Env, model_c: Path) -> None
         starts = [r.window_start_ms for r in c]
         assert starts == list(range(starts[0], starts[-1] + 1, H_C * PERIOD_MS))
     assert scorer.service.pipeline.metrics.model_swaps == 1
+
+
+def test_every_scorer_of_a_group_switches(env: Env, model_b: Path) -> None:
+    old = load_artifact(env.model_path, device="cpu").metadata.version
+    new = load_artifact(model_b, device="cpu").metadata.version
+    settings = env.settings(topics={"publish_scores": True})
+    env.create_topics(settings, partitions=4)
+    ensure_control_topic(settings)
+    sim = simulator()
+    first, second = stream_messages(sim, 600), stream_messages(sim, 600)
+    env.produce(settings, first)
+    a, b = ScorerThread(settings).start(), ScorerThread(settings).start()
+
+    def consumed() -> int:
+        return a.service.pipeline.metrics.messages + b.service.pipeline.metrics.messages
+
+    try:
+        wait_until(lambda: bool(a.assignment()) and bool(b.assignment()), 60, "both assigned")
+        wait_until(lambda: consumed() >= len(first), 60, "the first half")
+        announce_champion(settings, model_b)
+        env.produce(settings, second)
+        wait_until(lambda: consumed() >= len(first) + len(second), 60, "the second half")
+        wait_until(
+            lambda: (
+                a.service.pipeline.metrics.model_swaps == 1
+                and b.service.pipeline.metrics.model_swaps == 1
+            ),
+            30,
+            "both scorers to switch",
+        )
+    finally:
+        a.stop()
+        b.stop()
+    scores = scores_of(settings)
+    keys = [(r.asset_id, r.window_start_ms) for r in scores]
+    assert len(keys) == len(set(keys))
+    for rows in _by_asset(scores).values():
+        versions = [r.model_version for r in rows]
+        switch = versions.index(new)
+        assert set(versions[:switch]) <= {old} and set(versions[switch:]) == {new}
