@@ -66,6 +66,38 @@ def _reorder(w: WindowBatch, order: np.ndarray) -> WindowBatch:
     )
 
 
+def fit(
+    windows: WindowBatch,
+    channels: list[str],
+    settings: Settings,
+    training_info: dict[str, Any],
+    progress: Progress | None = None,
+) -> Any:
+    """``fit_autoencoder`` with every knob from the settings tree (``train`` section)."""
+    from stream_ae.model.train import fit_autoencoder
+
+    t = settings.train
+    return fit_autoencoder(
+        windows.values,
+        architecture=t.architecture,
+        channels=channels,
+        sample_period_ms=settings.window.sample_period_ms,
+        hop=settings.window.hop,
+        hparams=dict(t.hparams),
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.learning_rate,
+        seed=t.seed,
+        device=settings.model.device,
+        holdout_fraction=t.holdout_fraction,
+        threshold_quantile=t.threshold_quantile,
+        training_info=training_info,
+        progress=progress,
+        variant=t.variant,
+        variant_params=dict(t.variant_params),
+    )
+
+
 def with_decision_rule(trained: Any, settings: Settings) -> Any:
     """Record the decision rule's persistence (decide.persistence_k/n) with the model."""
     import dataclasses
@@ -92,30 +124,11 @@ def train(
 ) -> tuple[Path, dict[str, Any]]:
     """Fit, calibrate and save; returns the artifact folder and a summary."""
     from stream_ae.model.artifact import save_artifact
-    from stream_ae.model.train import fit_autoencoder
 
     windows, info = training_windows(readings, settings)
     t = settings.train
     started = time.monotonic()
-    trained = fit_autoencoder(
-        windows.values,
-        architecture=t.architecture,
-        channels=readings.channels,
-        sample_period_ms=settings.window.sample_period_ms,
-        hop=settings.window.hop,
-        hparams=dict(t.hparams),
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.learning_rate,
-        seed=t.seed,
-        device=settings.model.device,
-        holdout_fraction=t.holdout_fraction,
-        threshold_quantile=t.threshold_quantile,
-        training_info={"source": source, **info},
-        progress=progress,
-        variant=t.variant,
-        variant_params=dict(t.variant_params),
-    )
+    trained = fit(windows, readings.channels, settings, {"source": source, **info}, progress)
     trained = with_decision_rule(trained, settings)
     path = save_artifact(trained, out_dir or t.output_dir)
     info["wall_s"] = round(time.monotonic() - started, 2)

@@ -33,7 +33,7 @@ from stream_ae.errors import DataError
 from stream_ae.readings_io import Readings
 from stream_ae.registry import Registry
 from stream_ae.settings import Settings
-from stream_ae.training import training_windows, with_decision_rule
+from stream_ae.training import fit, training_windows, with_decision_rule
 from stream_ae.windowing import WindowBatch
 from trainers.exclusions import Exclusions
 
@@ -71,7 +71,6 @@ def retrain(
     max_excluded_share: float = 0.5,
 ) -> RetrainResult:
     from stream_ae.model.artifact import save_artifact
-    from stream_ae.model.train import fit_autoencoder
 
     windows, data_info = training_windows(readings, settings)
     if exclude is not None:
@@ -93,25 +92,7 @@ def retrain(
             )
         windows = windows.select(~ex.mask)
     t = settings.train
-    trained = fit_autoencoder(
-        windows.values,
-        architecture=t.architecture,
-        channels=readings.channels,
-        sample_period_ms=settings.window.sample_period_ms,
-        hop=settings.window.hop,
-        hparams=dict(t.hparams),
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.learning_rate,
-        seed=t.seed,
-        device=settings.model.device,
-        holdout_fraction=t.holdout_fraction,
-        threshold_quantile=t.threshold_quantile,
-        training_info={"source": source, **data_info},
-        progress=progress,
-        variant=t.variant,
-        variant_params=dict(t.variant_params),
-    )
+    trained = fit(windows, readings.channels, settings, {"source": source, **data_info}, progress)
     n = len(windows)
     n_hold = int(trained.metadata.training.get("n_holdout", max(1, round(n * t.holdout_fraction))))
     held = windows.values[n - n_hold :]

@@ -81,6 +81,36 @@ class ModelSpec:
     persistence_n: int = 1
 
 
+def file_run(
+    name: str,
+    readings: Readings,
+    windows: WindowBatch,
+    scores: np.ndarray,
+    shares: np.ndarray,
+    pred: np.ndarray,
+    threshold: float,
+    **extra: Any,
+) -> FileRun:
+    """A :class:`FileRun` for ``readings``; missing label columns count as all-normal."""
+    n = len(readings)
+    zeros = np.zeros(n, np.int8)
+    return FileRun(
+        name=name,
+        channels=readings.channels,
+        ts_ms=readings.ts_ms,
+        values=readings.values,
+        labels=readings.labels if readings.labels is not None else zeros,
+        changepoints=readings.changepoints if readings.changepoints is not None else zeros,
+        pred=pred,
+        counted=extra.pop("counted", np.ones(n, bool)),
+        window_end_ms=windows.end_ms,
+        window_scores=scores,
+        window_shares=shares,
+        threshold=threshold,
+        **extra,
+    )
+
+
 def skab_files(root: Path) -> list[Path]:
     """The 34 labelled SKAB files in a stable order."""
     files = [p for folder in SKAB_FOLDERS for p in sorted((root / folder).glob("*.csv"))]
@@ -184,19 +214,15 @@ def run_split_file(
         test, scorer, threshold, model, period_ms=period_ms, rule=rule
     )
     n = len(test)
-    return FileRun(
-        name=f"{path.parent.name}/{path.name}",
-        channels=test.channels,
-        ts_ms=test.ts_ms,
-        values=test.values,
-        labels=test.labels if test.labels is not None else np.zeros(n, np.int8),
-        changepoints=(test.changepoints if test.changepoints is not None else np.zeros(n, np.int8)),
-        pred=pred,
+    return file_run(
+        f"{path.parent.name}/{path.name}",
+        test,
+        windows,
+        scores,
+        shares,
+        pred,
+        threshold,
         counted=counted,
-        window_end_ms=windows.end_ms,
-        window_scores=scores,
-        window_shares=shares,
-        threshold=threshold,
         train_seconds=fit_s,
         info={"published_reach": int(published_reach(n, model.window).sum())},
     )
@@ -230,22 +256,15 @@ def score_file_with_artifact(
         period_ms=md.sample_period_ms,
         rule="causal",
     )
-    n = len(readings)
-    return FileRun(
-        name=path.name,
-        channels=readings.channels,
-        ts_ms=readings.ts_ms,
-        values=readings.values,
-        labels=readings.labels if readings.labels is not None else np.zeros(n, np.int8),
-        changepoints=(
-            readings.changepoints if readings.changepoints is not None else np.zeros(n, np.int8)
-        ),
-        pred=pred,
+    return file_run(
+        path.name,
+        readings,
+        windows,
+        scores,
+        shares,
+        pred,
+        md.threshold_spec.value,
         counted=counted,
-        window_end_ms=windows.end_ms,
-        window_scores=scores,
-        window_shares=shares,
-        threshold=md.threshold_spec.value,
     )
 
 
@@ -283,22 +302,14 @@ def stream_file(
         model.window,
         delay=model.delay,
     )
-    n = len(readings)
-    return FileRun(
-        name=f"{path.parent.name}/{path.name}",
-        channels=readings.channels,
-        ts_ms=readings.ts_ms,
-        values=readings.values,
-        labels=readings.labels if readings.labels is not None else np.zeros(n, np.int8),
-        changepoints=(
-            readings.changepoints if readings.changepoints is not None else np.zeros(n, np.int8)
-        ),
-        pred=pred,
-        counted=np.ones(n, bool),
-        window_end_ms=windows.end_ms,
-        window_scores=res.scores,
-        window_shares=res.channel_shares,
-        threshold=threshold,
+    return file_run(
+        f"{path.parent.name}/{path.name}",
+        readings,
+        windows,
+        res.scores,
+        res.channel_shares,
+        pred,
+        threshold,
         info={"rebaseline_s": rebaseline_s},
     )
 
