@@ -81,7 +81,11 @@ def load_model(settings: Settings) -> LoadedModel:
     )
     def load() -> LoadedModel:
         return load_artifact(
-            settings.model.path, device=settings.model.device, max_batch=settings.model.max_batch
+            settings.model.path,
+            device=settings.model.device,
+            max_batch=settings.model.max_batch,
+            runtime=settings.model.runtime,
+            precision=settings.model.precision,
         )
 
     return load()
@@ -386,6 +390,8 @@ class ScorerService:
                 Path(ann.path),
                 device=self.settings.model.device,
                 max_batch=self.settings.model.max_batch,
+                runtime=self.settings.model.runtime,
+                precision=self.settings.model.precision,
             )
         except StreamAEError as exc:
             self._refuse(f"model {ann.version} refused, {current} keeps serving: {exc}")

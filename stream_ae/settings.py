@@ -123,6 +123,11 @@ class ModelSettings(_Section):
     threads: int | None = Field(default=1, ge=1)
     max_batch: int = Field(default=1024, ge=1)
     load_attempts: int = Field(default=5, ge=1)
+    #: torch (eager) | torchscript | onnxruntime: the exported model beside the
+    #: artifact (`stream-ae export`), verified against eager torch when loaded
+    runtime: Literal["torch", "torchscript", "onnxruntime"] = "torch"
+    #: float16 only on CUDA (checked against float32 within a stated tolerance)
+    precision: Literal["float32", "float16"] = "float32"
     #: Follow the champion announced on topics.models and switch without a restart.
     hot_swap: bool = True
     #: Warm-up re-baselining: after an asset (re)starts, its first this-many seconds

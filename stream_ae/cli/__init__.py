@@ -81,6 +81,7 @@ def _register() -> None:
         commands,
         demo_cmd,
         evaluate_cmd,
+        export_cmd,
         kafka_cmd,
         models_cmd,
         retrain_cmd,
@@ -104,6 +105,7 @@ def _register() -> None:
     commands.register(app)
     demo_cmd.register(app, broker_config)
     evaluate_cmd.register(app)
+    export_cmd.register(app)
     models_cmd.register(app)
     retrain_cmd.register(app)
     retrain_cmd.register_trainer(app)

@@ -9,6 +9,9 @@
   version (by name) is used.
 * Writes are atomic: files go into a temporary sibling directory, are fsynced,
   and the directory is renamed into place.
+* ``stream-ae export`` adds exported models (``model.onnx``,
+  ``model.torchscript.pt``) and ``exports.json`` to a version directory; see
+  :mod:`stream_ae.model.export` and :mod:`stream_ae.model.runtimes`.
 """
 
 from __future__ import annotations
@@ -448,6 +451,8 @@ def load_artifact(
     device: str = "auto",
     expected_channels: Sequence[str] | None = None,
     max_batch: int = 1024,
+    runtime: str = "torch",
+    precision: str = "float32",
 ) -> LoadedModel:
     """Load and verify a model artifact; see :func:`resolve_artifact_dir` for ``path``.
 
@@ -457,6 +462,13 @@ def load_artifact(
     (when given), weights sha256 equal to the metadata, tensor names and shapes
     equal to the rebuilt architecture. Weights are read once; the hash is
     computed over exactly the bytes that are deserialised.
+
+    ``runtime`` (``torch``, ``torchscript``, ``onnxruntime``) and ``precision``
+    (``float32``, ``float16`` on CUDA) choose what runs the model: anything but
+    ``torch``/``float32`` gives a :class:`~stream_ae.model.runtimes.RuntimeScorer`
+    (a :class:`Scorer` with the same ``score()``) running the export written by
+    ``stream-ae export``, verified as :func:`stream_ae.model.runtimes.attach_runtime`
+    says; a missing export is an :class:`ArtifactError` naming that command.
     """
     vdir = resolve_artifact_dir(Path(path))
     meta_path = vdir / METADATA_FILE
@@ -549,5 +561,19 @@ def load_artifact(
     except RuntimeError as exc:
         raise ArtifactError(f"{weights_path}: cannot load weights: {exc}", hint=_RETRAIN) from exc
 
-    scorer = Scorer(model, scaler, device, max_batch=max_batch)
+    if runtime == "torch" and precision == "float32":
+        scorer = Scorer(model, scaler, device, max_batch=max_batch)
+    else:
+        from stream_ae.model.runtimes import attach_runtime
+
+        scorer = attach_runtime(
+            vdir,
+            meta,
+            model,
+            scaler,
+            runtime=runtime,
+            precision=precision,
+            device=device,
+            max_batch=max_batch,
+        )
     return LoadedModel(metadata=meta, model=scorer.model, scorer=scorer, path=vdir)
