@@ -59,6 +59,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from stream_ae.decide.threshold import ThresholdSpec
+from stream_ae.durable import fsync_dir, write_synced
 from stream_ae.errors import ArtifactError, ConfigError, StreamAEError
 from stream_ae.model.artifact import (
     METADATA_FILE,
@@ -151,21 +152,6 @@ def _jsonable(value: Any, where: str) -> Any:
         f"{where} holds a {type(value).__name__}, which cannot be stored as JSON",
         hint="pass numbers, strings, booleans, lists and objects only",
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _copy_synced(src: Path, dst: Path) -> None:
@@ -515,7 +501,7 @@ class Registry:
                     _copy_synced(src / METADATA_FILE, tmp / METADATA_FILE)
                     _copy_synced(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
                 (tmp / REPORT_FILE).unlink(missing_ok=True)
-                _write_synced(tmp / REPORT_FILE, report_bytes)
+                write_synced(tmp / REPORT_FILE, report_bytes)
                 sha = sha256_file(tmp / WEIGHTS_FILE)
                 if sha != meta.weights_sha256 or _read_metadata(tmp) != meta:
                     raise ArtifactError(
@@ -523,9 +509,9 @@ class Registry:
                         f"{sha}, expected {meta.weights_sha256}, or changed metadata)",
                         hint="the source changed while it was being registered; retry",
                     )
-                _fsync_dir(tmp)
+                fsync_dir(tmp)
                 _publish(tmp, final)
-                _fsync_dir(self.versions_dir)
+                fsync_dir(self.versions_dir)
             except BaseException as exc:
                 if moved:
                     with contextlib.suppress(OSError):
@@ -623,7 +609,7 @@ class Registry:
                         fh.flush()
                     raise
             if created:
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
             if isinstance(exc, OSError):
@@ -662,7 +648,7 @@ class Registry:
         pointer = self.root / CHAMPION_FILE
         try:
             os.replace(tmp, pointer)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise ArtifactError(f"cannot update {pointer}: {exc.strerror or exc}") from exc

@@ -35,6 +35,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from torch import nn
 
 from stream_ae.decide.threshold import ThresholdSpec
+from stream_ae.durable import fsync_dir, write_synced
 from stream_ae.errors import ArtifactError, StreamAEError
 from stream_ae.model.autoencoders import ARCHITECTURES
 from stream_ae.model.scaler import ChannelScaler
@@ -256,21 +257,6 @@ def _clean(v: Any) -> Any:
 # ----------------------------------------------------------------------------- save
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_artifact(trained: TrainedModel, out_dir: Path) -> Path:
     """Write ``<out_dir>/<version>/`` atomically and return that directory.
 
@@ -304,12 +290,12 @@ def save_artifact(trained: TrainedModel, out_dir: Path) -> Path:
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{meta.version}-", dir=out_dir))
         os.chmod(tmp, 0o755)
-        _write_synced(tmp / WEIGHTS_FILE, data)
-        _write_synced(tmp / METADATA_FILE, (meta.model_dump_json(indent=2) + "\n").encode())
-        _fsync_dir(tmp)
+        write_synced(tmp / WEIGHTS_FILE, data)
+        write_synced(tmp / METADATA_FILE, (meta.model_dump_json(indent=2) + "\n").encode())
+        fsync_dir(tmp)
         os.rename(tmp, final)
         tmp = None
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
     except OSError as exc:
         raise ArtifactError(
             f"cannot write artifact {final}: {exc.strerror or exc}",
@@ -339,7 +325,7 @@ def write_current_pointer(out_dir: Path, version: str | Path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, pointer)
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
     except OSError as exc:
         Path(tmp_name).unlink(missing_ok=True)
         raise ArtifactError(f"cannot write {pointer}: {exc.strerror or exc}") from exc
