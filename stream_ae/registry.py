@@ -154,6 +154,24 @@ def _jsonable(value: Any, where: str) -> Any:
     )
 
 
+def _export_files(src: Path) -> list[str]:
+    """``exports.json`` and the exported models it lists (plain file names only), so
+    a registered version keeps its edge runtimes; loading verifies their hashes."""
+    manifest = src / "exports.json"
+    if not manifest.is_file():
+        return []
+    try:
+        entries = json.loads(manifest.read_text()).get("exports", {})
+    except (ValueError, AttributeError):
+        return []
+    names = [manifest.name]
+    for entry in entries.values() if isinstance(entries, dict) else []:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name == Path(name).name and (src / name).is_file():
+            names.append(name)
+    return names
+
+
 def _copy_synced(src: Path, dst: Path) -> None:
     with src.open("rb") as fin, dst.open("xb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
@@ -500,6 +518,8 @@ class Registry:
                     os.chmod(tmp, 0o755)
                     _copy_synced(src / METADATA_FILE, tmp / METADATA_FILE)
                     _copy_synced(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+                    for name in _export_files(src):
+                        _copy_synced(src / name, tmp / name)
                 (tmp / REPORT_FILE).unlink(missing_ok=True)
                 write_synced(tmp / REPORT_FILE, report_bytes)
                 sha = sha256_file(tmp / WEIGHTS_FILE)

@@ -437,3 +437,17 @@ def test_writer_gives_up_when_the_lock_is_held(reg: Registry, three: list[str]) 
         with pytest.raises(ArtifactError, match="locked by another writer"):
             Registry(reg.root, lock_timeout=0.05).promote(three[0], decision={})
     assert reg.champion() is None
+
+
+def test_register_keeps_the_versions_exports(reg: Registry, staging: Path) -> None:
+    from stream_ae.model.export import export_model
+    from stream_ae.model.runtimes import load_runtime_scorer
+
+    src = make_artifact(staging, seed=5)
+    export_model(src, "torchscript")
+    version = reg.register(src, report=_report(5))
+    dst = reg.path_of(version)
+    assert (dst / "exports.json").is_file() and (dst / "model.torchscript.pt").is_file()
+    # the copy still verifies (hash and scores) when a scorer loads it
+    scorer = load_runtime_scorer(dst, "torchscript", "cpu")
+    assert scorer is not None
