@@ -137,6 +137,28 @@ def _progress(i: int, n: int, name: str) -> None:
         console.print(f"  [{i + 1}/{n}] {name}", highlight=False)
 
 
+def _pooled(runs: list[Any]) -> dict[str, Any]:
+    """Metrics pooled over files (counts and NAB sums added, then normalised)."""
+    from stream_ae.evaluate.metrics import Evaluation, evaluate_file
+
+    total = Evaluation()
+    for r in runs:
+        total = total + evaluate_file(
+            r.labels, r.pred, r.ts_ms, changepoints=r.changepoints, mask=r.counted
+        )
+    return total.summary()
+
+
+def _skab_paths(root: Path, limit: int | None) -> list[Path]:
+    from stream_ae.errors import DataError
+    from stream_ae.evaluate.backtest import skab_files
+
+    paths = skab_files(root)
+    if not paths:
+        raise DataError(f"no SKAB files under {root}", hint="pass --data PATH")
+    return paths[:limit] if limit else paths
+
+
 def _skab(
     protocol: str,
     root: Path,
@@ -148,20 +170,9 @@ def _skab(
     report: Path | None,
     knobs: dict[str, Any],
 ) -> dict[str, Any]:
-    from stream_ae.errors import DataError
-    from stream_ae.evaluate.backtest import (
-        ModelSpec,
-        Rule,
-        run_many,
-        run_split_file,
-        skab_files,
-    )
-    from stream_ae.evaluate.metrics import Evaluation, evaluate_file
+    from stream_ae.evaluate.backtest import ModelSpec, Rule, run_many, run_split_file
 
-    paths = skab_files(root)
-    if not paths:
-        raise DataError(f"no SKAB files under {root}", hint="pass --data PATH")
-    paths = paths[:limit] if limit else paths
+    paths = _skab_paths(root, limit)
     rule: Rule = "published" if protocol == "skab-published" else "causal"
     spec = ModelSpec(window=window, hop=1, epochs=epochs, delay=delay, **knobs)
     console.print(f"[bold]{protocol}[/]: {len(paths)} files, seeds {seeds}, W={window}")
@@ -171,12 +182,7 @@ def _skab(
     for seed in seeds:
         runs = run_many(paths, partial(run_split_file, model=spec, rule=rule, seed=seed), _progress)
         runs_by_seed[seed] = runs
-        total = Evaluation()
-        for r in runs:
-            total = total + evaluate_file(
-                r.labels, r.pred, r.ts_ms, changepoints=r.changepoints, mask=r.counted
-            )
-        summary = total.summary()
+        summary = _pooled(runs)
         summary["seed"] = seed
         summary["train_seconds"] = round(sum(r.train_seconds for r in runs), 1)
         per_seed.append(summary)
@@ -209,11 +215,9 @@ def _skab_streaming(
     report: Path | None,
     knobs: dict[str, Any],
 ) -> dict[str, Any]:
-    from stream_ae.evaluate.backtest import ModelSpec, fit_on_file, skab_files, stream_file
-    from stream_ae.evaluate.metrics import Evaluation, evaluate_file
+    from stream_ae.evaluate.backtest import ModelSpec, fit_on_file, stream_file
 
-    paths = skab_files(root)
-    paths = paths[:limit] if limit else paths
+    paths = _skab_paths(root, limit)
     spec = ModelSpec(window=window, hop=1, epochs=epochs, delay=delay, **knobs)
     console.print(f"[bold]skab-streaming[/]: {len(paths)} files, seeds {seeds}, W={window}")
     console.print(RULE_NOTES["skab-streaming"].format(delay=delay), highlight=False)
@@ -236,12 +240,7 @@ def _skab_streaming(
             )
             runs = [stream_file(p, scorer, threshold, spec, rebaseline_s=rb) for p in paths]
             first_runs = first_runs or runs
-            total = Evaluation()
-            for r in runs:
-                total = total + evaluate_file(
-                    r.labels, r.pred, r.ts_ms, changepoints=r.changepoints
-                )
-            summary = total.summary()
+            summary = _pooled(runs)
             summary["seed"] = seed
             per_seed.append(summary)
         agg = _aggregate(per_seed)
@@ -264,7 +263,6 @@ def _csv(
     report: Path | None,
 ) -> dict[str, Any]:
     from stream_ae.evaluate.backtest import score_file_with_artifact
-    from stream_ae.evaluate.metrics import Evaluation, evaluate_file
     from stream_ae.model.artifact import load_artifact
 
     loaded = load_artifact(model_dir, device="cpu")
@@ -275,10 +273,7 @@ def _csv(
         )
         for p in paths
     ]
-    total = Evaluation()
-    for r in runs:
-        total = total + evaluate_file(r.labels, r.pred, r.ts_ms, changepoints=r.changepoints)
-    result = total.summary()
+    result = _pooled(runs)
     result.update(
         files=len(paths),
         model=loaded.metadata.version,
