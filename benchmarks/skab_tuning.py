@@ -67,12 +67,16 @@ KINDS = ("step", "ramp", "variance", "multi_shift", "drift")
 
 # grid (kept small: 2 shared cores)
 QUANTILES = (0.99, 0.995, 0.999)
-FACTORS = (1.0, 1.15, 4 / 3, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
+FACTORS = (1.0, 1.15, 4 / 3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0)
 DELAYS = (0, 10, 30)
 SMOOTHING = ((1, 1), (3, 5), (5, 10), (10, 20), (20, 30))
 
 # targets (the published Conv-AE FAR for the published rule; the brief's for causal)
 FAR_TARGET = {"published": 13.5, "causal": 20.0}
+# the issue's F1 floor and MAR ceiling per rule: the ``targets`` pick is the lowest
+# synthetic FAR among settings that meet both on the synthetic set (added in the
+# second tuning round, when the FAR-constrained pick had proved degenerate)
+TARGET_F1_MAR = {"published": (0.83, 23.0), "causal": (0.78, 25.0)}
 
 
 # --------------------------------------------------------------------------- synthetic set
@@ -220,6 +224,7 @@ def fit_and_score(
     epochs: int,
     architecture: str = "conv",
     holdout_fraction: float = 0.2,
+    error_norm: str = "none",
 ) -> Cached:
     train, test = _rows(readings, 0, SKAB_TRAIN_ROWS), _rows(readings, SKAB_TRAIN_ROWS)
     spec = ModelSpec(
@@ -228,6 +233,7 @@ def fit_and_score(
         hop=1,
         epochs=epochs,
         holdout_fraction=holdout_fraction,
+        error_norm=error_norm,
     )
     scorer, thr = fit_model(train, spec, period_ms=PERIOD_MS, seed=seed)
     hold = holdout_scores(train, scorer, spec)
@@ -297,7 +303,10 @@ def pick(rule: str, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     constrained pick gives up most of the recall; see docs/evaluation.md)."""
     cand = [r for r in rows if r["rule"] == rule]
     ok = [r for r in cand if r["far"] <= FAR_TARGET[rule]] or cand
+    f1_min, mar_max = TARGET_F1_MAR[rule]
+    meets = [r for r in cand if r["f1"] >= f1_min and r["mar"] <= mar_max]
     return {
+        "targets": min(meets, key=lambda r: r["far"]) if meets else None,
         "constrained": max(ok, key=lambda r: objective(rule, r)),
         "free": max(cand, key=lambda r: objective(rule, r)),
         "free_no_delay": max(
@@ -318,10 +327,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
         print(f"{s.name}: fault rows {s.fault} on {s.channels}", file=sys.stderr)
     windows = [int(w) for w in args.windows.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    cache: dict[int, list[Cached]] = {w: [] for w in windows}
+    norms = [x.strip() for x in args.error_norms.split(",")]
+    cache: dict[tuple[int, str], list[Cached]] = {(w, e): [] for w in windows for e in norms}
     t0 = time.perf_counter()
-    for w, seed, seg in itertools.product(windows, seeds, segs):
-        cache[w].append(
+    for w, e, seed, seg in itertools.product(windows, norms, seeds, segs):
+        cache[w, e].append(
             fit_and_score(
                 seg.name,
                 seg.readings,
@@ -330,23 +340,26 @@ def cmd_tune(args: argparse.Namespace) -> None:
                 args.epochs,
                 args.architecture,
                 args.holdout_fraction,
+                e,
             )
         )
         print(
-            f"  fitted W={w} seed={seed} {seg.name} ({time.perf_counter() - t0:.0f}s)",
+            f"  fitted W={w} norm={e} seed={seed} {seg.name} ({time.perf_counter() - t0:.0f}s)",
             file=sys.stderr,
         )
     rows = []
-    for w in windows:
+    for w, e in itertools.product(windows, norms):
+        c = cache[w, e]
         for q, f in itertools.product(QUANTILES, FACTORS):
+            base = {"W": w, "norm": e, "q": q, "f": round(f, 4)}
             rows.append(
-                {"rule": "published", "W": w, "q": q, "f": round(f, 4), "delay": 0, "k": 1, "n": 1}
-                | pooled(cache[w], "published", q, f, 0, 1, 1)
+                {"rule": "published", **base, "delay": 0, "k": 1, "n": 1}
+                | pooled(c, "published", q, f, 0, 1, 1)
             )
             for d, (k, n) in itertools.product(DELAYS, SMOOTHING):
                 rows.append(
-                    {"rule": "causal", "W": w, "q": q, "f": round(f, 4), "delay": d, "k": k, "n": n}
-                    | pooled(cache[w], "causal", q, f, d, k, n)
+                    {"rule": "causal", **base, "delay": d, "k": k, "n": n}
+                    | pooled(c, "causal", q, f, d, k, n)
                 )
     best = {}
     for rule in ("published", "causal"):
@@ -356,14 +369,15 @@ def cmd_tune(args: argparse.Namespace) -> None:
                 r
                 for r in rows
                 if r["rule"] == rule
-                and (r["W"], r["q"], r["f"], r["delay"], r["k"]) == (60, 0.995, 1.0, 0, 1)
+                and (r["W"], r["norm"], r["q"], r["f"], r["delay"], r["k"])
+                == (60, "none", 0.995, 1.0, 0, 1)
             ),
             None,
         )
         if base is not None:
             print(f"\n{rule}: default      {fmt(base)}")
         for how, r in best[rule].items():
-            print(f"{rule}: {how:<12} {fmt(r)}")
+            print(f"{rule}: {how:<12} {fmt(r) if r else 'none meets the F1/MAR targets'}")
     out = {
         "segments": [
             {"name": s.name, "kind": s.kind, "fault": s.fault, "channels": s.channels} for s in segs
@@ -372,6 +386,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         "epochs": args.epochs,
         "architecture": args.architecture,
         "holdout_fraction": args.holdout_fraction,
+        "error_norms": norms,
         "grid": rows,
         "best": best,
         "fit_seconds": round(time.perf_counter() - t0, 1),
@@ -384,7 +399,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def fmt(r: dict[str, Any]) -> str:
     nab = r.get("nab_standard")
     return (
-        f"W={r['W']} q={r['q']} f={r['f']} delay={r['delay']} k/n={r['k']}/{r['n']}: "
+        f"W={r['W']} norm={r.get('norm', 'none')} q={r['q']} f={r['f']} delay={r['delay']} "
+        f"k/n={r['k']}/{r['n']}: "
         f"F1 {r['f1']:.3f} FAR {r['far']:.1f} MAR {r['mar']:.1f} "
         f"NAB {'-' if nab is None else f'{nab:.1f}'}"
     )
@@ -425,6 +441,7 @@ def cmd_real(args: argparse.Namespace) -> None:
                     threshold_quantile=q,
                     threshold_factor=f,
                     delay=d,
+                    error_norm=args.error_norm,
                 )
                 if w not in fits:  # the fit does not depend on q, f, delay: one per W
                     scorer, thr0 = fit_model(train, spec, period_ms=PERIOD_MS, seed=seed)
@@ -476,6 +493,7 @@ def cmd_real(args: argparse.Namespace) -> None:
                     threshold_quantile=q,
                     threshold_factor=f,
                     delay=d,
+                    error_norm=args.error_norm,
                 )
                 if w not in sfits:
                     scorer, thr0 = fit_model(
@@ -515,6 +533,7 @@ def cmd_real(args: argparse.Namespace) -> None:
         for name, rule, w, q, f, d, k, n in settings
     }
     results["seeds"], results["epochs"] = seeds, args.epochs
+    results["error_norm"] = args.error_norm
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, default=float))
     print(f"written to {args.out}")
@@ -539,6 +558,9 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--architecture", default="conv", help="conv (default) or lstm")
     t.add_argument("--holdout-fraction", type=float, default=0.2)
+    t.add_argument(
+        "--error-norms", default="none", help="comma-separated train.error_norm values to try"
+    )
     t.add_argument("--out", type=Path, default=Path("/tmp/skab_tuning/tune.json"))
     t.set_defaults(func=cmd_tune)
     r = sub.add_parser("real", help="run the SKAB protocols once with given settings")
@@ -547,6 +569,7 @@ def main() -> None:
     r.add_argument("--causal", required=True, action="append", help="W,q,f,delay,k,n (repeatable)")
     r.add_argument("--seeds", default="0")
     r.add_argument("--epochs", type=int, default=30)
+    r.add_argument("--error-norm", default="none", help="train.error_norm for every fit")
     r.add_argument("--streaming", action="store_true", help="also skab-streaming (causal settings)")
     r.add_argument("--streaming-seeds", default="0")
     r.add_argument("--out", type=Path, default=Path("/tmp/skab_tuning/real.json"))

@@ -1,7 +1,8 @@
-"""Readings from files (CSV) and from topic ranges, as column arrays.
+"""Readings from files (CSV, Parquet) and from topic ranges, as column arrays.
 
 Both paths end in the same :class:`~stream_ae.windowing.Windower` the scorer uses,
-so training sees exactly the windows production would build.
+so training sees exactly the windows production would build. :func:`read_readings`
+takes a CSV or Parquet file, or a folder of them, by suffix.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +24,8 @@ from stream_ae.settings import Settings
 from stream_ae.windowing import GridSpec, WindowBatch, Windower
 
 TIME_COLUMNS = ("timestamp", "datetime", "ts", "time")
+CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
 #: Columns never taken as channels.
 RESERVED = {*TIME_COLUMNS, "asset_id", "anomaly", "changepoint", "fault"}
 
@@ -74,28 +78,9 @@ def read_csv(
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise DataError(f"{path}: the file is empty") from None
-        tcol = time_column or next((h for h in header if h.lower() in TIME_COLUMNS), None)
-        if tcol is None or tcol not in header:
-            looked = time_column or "/".join(TIME_COLUMNS)
-            raise DataError(
-                f"{path}: no time column (looked for {looked})", hint="name it with --time-column"
-            )
-        own = {
-            tcol,
-            asset_column,
-            label_column,
-            changepoint_column,
-        }  # named columns are never channels
-        chans = (
-            list(channels)
-            if channels
-            else [h for h in header if h.lower() not in RESERVED and h not in own]
+        tcol, chans = _columns(
+            path, header, channels, time_column, asset_column, label_column, changepoint_column
         )
-        missing = [c for c in chans if c not in header]
-        if missing:
-            raise DataError(f"{path}: channel columns {missing} not in the header {header}")
-        if not chans:
-            raise DataError(f"{path}: no channel columns found in {header}")
         ti = header.index(tcol)
         ai = header.index(asset_column) if asset_column in header else None
         li = header.index(label_column) if label_column in header else None
@@ -141,6 +126,36 @@ def read_csv(
     )
 
 
+def _columns(
+    path: Path,
+    header: list[str],
+    channels: Sequence[str] | None,
+    time_column: str | None,
+    asset_column: str,
+    label_column: str,
+    changepoint_column: str,
+) -> tuple[str, list[str]]:
+    """The time column and the channel columns of a file (CSV header or Parquet schema)."""
+    tcol = time_column or next((h for h in header if h.lower() in TIME_COLUMNS), None)
+    if tcol is None or tcol not in header:
+        looked = time_column or "/".join(TIME_COLUMNS)
+        raise DataError(
+            f"{path}: no time column (looked for {looked})", hint="name it with --time-column"
+        )
+    own = {tcol, asset_column, label_column, changepoint_column}  # never channels
+    chans = (
+        list(channels)
+        if channels
+        else [h for h in header if h.lower() not in RESERVED and h not in own]
+    )
+    missing = [c for c in chans if c not in header]
+    if missing:
+        raise DataError(f"{path}: channel columns {missing} not in the header {header}")
+    if not chans:
+        raise DataError(f"{path}: no channel columns found in {header}")
+    return tcol, chans
+
+
 def _csv_ts(text: str) -> int:
     """Epoch ms digits, or ISO-8601 (a space may separate date and time; no zone = UTC)."""
     if text.lstrip("-").isdigit():
@@ -149,6 +164,244 @@ def _csv_ts(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return parse_ts(dt.isoformat())
+
+
+def read_parquet(
+    path: Path,
+    *,
+    channels: Sequence[str] | None = None,
+    time_column: str | None = None,
+    asset_column: str = "asset_id",
+    label_column: str = "anomaly",
+    changepoint_column: str = "changepoint",
+    default_asset: str | None = None,
+) -> Readings:
+    """Read a Parquet file of readings, with :func:`read_csv`'s columns and meaning.
+
+    The time column may be a timestamp of any unit (no zone = UTC, a zone is
+    honoured), a date, ISO-8601 strings (as in a CSV) or integer epoch ms. Channel
+    columns must be numeric (integers, floats, decimals or booleans); a null is a
+    missing sample, and NaN or ±inf is refused (a Parquet file can say "missing"
+    exactly, so a non-finite number is taken for a fault upstream). Errors name
+    the file, the row (counted from 1) and the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise DataError(f"Parquet file {path} does not exist")
+    try:
+        pf = pq.ParquetFile(path)
+        header = list(pf.schema_arrow.names)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"{path}: not a readable Parquet file ({exc})",
+            hint="check the file, or give a CSV file a .csv suffix",
+        ) from None
+    tcol, chans = _columns(
+        path, header, channels, time_column, asset_column, label_column, changepoint_column
+    )
+    optional = [c for c in (asset_column, label_column, changepoint_column) if c in header]
+    wanted = list(dict.fromkeys([tcol, *chans, *optional]))
+    try:
+        table = pf.read(columns=wanted)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read the columns {wanted} ({exc})") from None
+    n = table.num_rows
+    if n == 0:
+        raise DataError(f"{path}: no data rows")
+    cols = {name: _decoded(table.column(name)) for name in wanted}
+    ts = _parquet_ts(path, tcol, cols[tcol])
+    values = np.empty((n, len(chans)), np.float64)
+    for j, c in enumerate(chans):
+        values[:, j] = _numeric(path, c, cols[c], "channel", allow_missing=True)
+    if asset_column in cols:
+        col = cols[asset_column]
+        _no_nulls(path, asset_column, col)
+        try:
+            assets = [str(a) for a in col.cast(pa.string()).to_pylist()]
+        except pa.ArrowException as exc:
+            raise DataError(f"{path}: asset column {asset_column!r} is not text ({exc})") from None
+    else:
+        assets = [default_asset or path.stem] * n
+    flags = [
+        _numeric(path, c, cols[c], "label", allow_missing=False).astype(np.int8)
+        if c in cols
+        else None
+        for c in (label_column, changepoint_column)
+    ]
+    return Readings(assets, ts, values, chans, flags[0], flags[1])
+
+
+def _decoded(col: Any) -> Any:
+    """A dictionary-encoded (categorical) column as its plain values."""
+    import pyarrow as pa
+
+    return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+
+
+def _first(mask: np.ndarray) -> int:
+    """The 1-based row of the first True in ``mask``."""
+    return int(np.flatnonzero(mask)[0]) + 1
+
+
+def _no_nulls(path: Path, name: str, col: Any) -> None:
+    if col.null_count:
+        row = _first(np.asarray(col.is_null().to_numpy(zero_copy_only=False)))
+        raise DataError(f"{path}, row {row}, column {name!r}: value is missing (null)")
+
+
+def _numeric(path: Path, name: str, col: Any, role: str, *, allow_missing: bool) -> np.ndarray:
+    """A numeric column as float64: nulls → NaN (``allow_missing``) or 0 (labels, as
+    an empty CSV cell); NaN and ±inf → :class:`DataError`."""
+    import pyarrow as pa
+
+    t = col.type
+    if not (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_boolean(t)
+    ):
+        hint = (
+            "channels must be numbers: pick the channel columns with --channels"
+            if role == "channel"
+            else "store it as 0/1 integers or booleans"
+        )
+        raise DataError(f"{path}: {role} column {name!r} is {t}, not numeric", hint=hint)
+    col = col.cast(pa.float64(), safe=False)  # lossy only for integers beyond 2**53
+    out = np.array(col.to_numpy(zero_copy_only=False), np.float64)  # a copy; nulls are NaN
+    null = np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
+    bad = ~np.isfinite(out) & ~null
+    if bad.any():
+        row = _first(bad)
+        raise DataError(
+            f"{path}, row {row}, column {name!r}: value {out[row - 1]} is not finite",
+            hint="write a missing sample as null, not NaN or infinity",
+        )
+    out[null] = np.nan if allow_missing else 0.0
+    return out
+
+
+def _parquet_ts(path: Path, name: str, col: Any) -> np.ndarray:
+    """The time column as int64 epoch ms (floored, as :func:`~stream_ae.decode.parse_ts`)."""
+    import pyarrow as pa
+
+    _no_nulls(path, name, col)
+    t = col.type
+    if pa.types.is_date(t):
+        col, t = col.cast(pa.timestamp("ms")), pa.timestamp("ms")
+    if pa.types.is_timestamp(t):
+        # stored as UTC ticks whatever the zone; a zone-less timestamp is taken as UTC
+        ticks = np.asarray(col.cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+        per_ms = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}[t.unit]
+        return ticks * 1000 if per_ms is None else ticks // per_ms
+    if pa.types.is_integer(t):
+        return np.array(col.to_numpy(zero_copy_only=False), np.int64)  # a writable copy
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        out = np.empty(len(col), np.int64)
+        for i, text in enumerate(col.to_pylist()):
+            try:
+                out[i] = _csv_ts(text.strip())
+            except Exception as exc:
+                raise DataError(
+                    f"{path}, row {i + 1}, column {name!r}: cannot parse the time {text!r} ({exc})",
+                    hint="use ISO-8601 (zone assumed UTC when absent) or epoch milliseconds",
+                ) from None
+        return out
+    raise DataError(
+        f"{path}: time column {name!r} is {t}",
+        hint="store the time as a timestamp, ISO-8601 text or integer epoch milliseconds",
+    )
+
+
+def input_files(path: Path) -> list[Path]:
+    """``path`` itself, or the CSV and Parquet files directly in the folder ``path``
+    (sorted by name; hidden files skipped)."""
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and p.suffix.lower() in CSV_SUFFIXES + PARQUET_SUFFIXES
+        )
+        if not files:
+            raise DataError(
+                f"{path}: no .csv, .parquet or .pq files in the folder",
+                hint="point at a file, or at a folder that holds the files directly",
+            )
+        return files
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    return [path]
+
+
+def read_readings(
+    path: Path,
+    *,
+    channels: Sequence[str] | None = None,
+    sep: str = ",",
+    time_column: str | None = None,
+    asset_column: str = "asset_id",
+    label_column: str = "anomaly",
+    changepoint_column: str = "changepoint",
+    default_asset: str | None = None,
+) -> Readings:
+    """Readings from a CSV file (``.csv``), a Parquet file (``.parquet``, ``.pq``) or a
+    folder of them, concatenated in name order.
+
+    In a folder, each file without an asset column is its own asset (the file's
+    stem, unless ``default_asset``); without ``channels`` every file must have the
+    same channel columns. When only some files have a label (changepoint) column,
+    the others count as 0, as an empty CSV cell does."""
+    parts: list[Readings] = []
+    for f in input_files(path):
+        suffix = f.suffix.lower()
+        kw: dict[str, Any] = {
+            "channels": channels,
+            "time_column": time_column,
+            "asset_column": asset_column,
+            "label_column": label_column,
+            "changepoint_column": changepoint_column,
+            "default_asset": default_asset,
+        }
+        if suffix in PARQUET_SUFFIXES:
+            r = read_parquet(f, **kw)
+        elif suffix in CSV_SUFFIXES:
+            r = read_csv(f, sep=sep, **kw)
+        else:
+            raise DataError(
+                f"{f}: unknown file type {f.suffix!r}",
+                hint="name the file .csv, .parquet or .pq",
+            )
+        if parts and r.channels != parts[0].channels:
+            if set(r.channels) != set(parts[0].channels):
+                raise DataError(
+                    f"{f}: channels {r.channels} differ from {parts[0].channels} in the first file",
+                    hint="pass --channels with the channels every file has",
+                )
+            order = [r.channels.index(c) for c in parts[0].channels]
+            r.values, r.channels = r.values[:, order], parts[0].channels
+        parts.append(r)
+    return parts[0] if len(parts) == 1 else _concat(parts)
+
+
+def _concat(parts: Sequence[Readings]) -> Readings:
+    def flags(got: list[np.ndarray | None]) -> np.ndarray | None:
+        if all(g is None for g in got):
+            return None
+        return np.concatenate(
+            [np.zeros(len(p), np.int8) if g is None else g for p, g in zip(parts, got, strict=True)]
+        )
+
+    return Readings(
+        [a for p in parts for a in p.asset_ids],
+        np.concatenate([p.ts_ms for p in parts]),
+        np.concatenate([p.values for p in parts]),
+        parts[0].channels,
+        flags([p.labels for p in parts]),
+        flags([p.changepoints for p in parts]),
+    )
 
 
 def to_windows(readings: Readings, spec: GridSpec) -> WindowBatch:

@@ -5,7 +5,7 @@ Layout::
     <root>/
       versions/<version>/{model.safetensors, metadata.json, report.json}
       CHAMPION            # one line: the version to serve
-      decisions.jsonl     # one JSON object per promote/rollback, append-only
+      decisions.jsonl     # one JSON object per promote/rollback/reject/hold, append-only
       .lock               # fcntl.flock'ed by writers
 
 Why it is built this way:
@@ -17,9 +17,10 @@ Why it is built this way:
   ``CHAMPION`` is replaced with ``os.replace`` of a fsynced temporary file. So a
   reader that reads ``CHAMPION`` and then ``versions/<name>/…`` always finds a
   complete version.
-* **One writer at a time.** :meth:`Registry.register`, :meth:`Registry.promote`
-  and :meth:`Registry.rollback` hold an exclusive ``flock`` on ``.lock`` (it
-  works between processes and between threads that open the file separately).
+* **One writer at a time.** :meth:`Registry.register`, :meth:`Registry.promote`,
+  :meth:`Registry.rollback`, :meth:`Registry.reject` and :meth:`Registry.hold`
+  hold an exclusive ``flock`` on ``.lock`` (it works between processes and
+  between threads that open the file separately).
 * **The decision log is the source of truth; ``CHAMPION`` is its head.** A
   promotion first writes and fsyncs the new pointer under a temporary name
   (anything that can fail for lack of space fails here, changing nothing), then
@@ -28,13 +29,28 @@ Why it is built this way:
   between the last two steps leaves the log one decision ahead of the pointer:
   the next writer notices and completes it ("rolls forward"); it also drops a
   torn last log line and removes temporary files left by a crashed writer.
+  ``reject`` and ``hold`` records are appended the same way (fsynced, truncated
+  back on failure) but never touch ``CHAMPION``.
 * **JSON only.** Reports and decisions are JSON; weights are safetensors
   verified by sha256 (:func:`stream_ae.model.artifact.load_artifact`); nothing is
   ever unpickled.
 
+Decision actions (the ``action`` of a log record):
+
+* ``promote``: the version became champion (``previous``: the one it replaced);
+* ``rollback``: the champion before the current one became champion again;
+* ``reject``: the version failed the promotion gate; it stays registered (its
+  numbers are in the record) but is not served;
+* ``hold``: the version passed the gate but was not promoted because promotion
+  was turned off; an operator may promote it later.
+
+``reject`` and ``hold`` record the champion of the moment as ``champion`` (not
+``previous``: nothing was replaced).
+
 Rollback semantics: the log is replayed as a stack of champions (``promote``
-pushes, ``rollback`` pops), so repeated rollbacks walk back through earlier
-champions instead of toggling between the last two.
+pushes, ``rollback`` pops; ``reject`` and ``hold`` are skipped), so repeated
+rollbacks walk back through earlier champions instead of toggling between the
+last two.
 """
 
 from __future__ import annotations
@@ -92,7 +108,12 @@ _TMP_PREFIX = ".tmp-"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _LIST_HINT = "see `stream-ae models list` for the registered versions"
 
-Status = Literal["champion", "candidate", "retired"]
+#: actions that move ``CHAMPION``; the others only record a verdict on a candidate
+_POINTER_ACTIONS = ("promote", "rollback")
+_VERDICT_ACTIONS = ("reject", "hold")
+_ACTIONS = _POINTER_ACTIONS + _VERDICT_ACTIONS
+
+Status = Literal["champion", "candidate", "retired", "rejected", "held"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +121,12 @@ class VersionInfo:
     """One registered version as listed by :meth:`Registry.versions`.
 
     ``status``: ``champion`` (named by ``CHAMPION``), ``retired`` (was champion
-    once, per the decision log) or ``candidate`` (never champion). ``metrics``
-    is the report's ``metrics`` object when it has one, else the artifact
-    metadata's ``metrics`` section.
+    once, per the decision log), else the latest verdict on it: ``rejected``
+    (failed the gate) or ``held`` (passed, not promoted), else ``candidate``.
+    ``status_reason`` is that verdict's ``reason`` (for a rejection, the failing
+    rule), ``None`` for the other statuses. ``metrics`` is the report's
+    ``metrics`` object when it has one, else the artifact metadata's ``metrics``
+    section.
     """
 
     version: str
@@ -112,6 +136,7 @@ class VersionInfo:
     status: Status
     metrics: dict[str, Any]
     path: Path
+    status_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (``--json`` output)."""
@@ -121,6 +146,7 @@ class VersionInfo:
             "architecture": self.architecture,
             "threshold": self.threshold.to_dict(),
             "status": self.status,
+            "status_reason": self.status_reason,
             "metrics": self.metrics,
             "path": str(self.path),
         }
@@ -299,36 +325,48 @@ class Registry:
         if not self.versions_dir.is_dir():
             return []
         champion = self.champion()
-        ever = _ever_champion(self._read_decisions())
+        records = self._read_decisions()
+        ever, verdicts = _ever_champion(records), _verdicts(records)
         names = sorted(
             d.name
             for d in self.versions_dir.iterdir()
             if not d.name.startswith(".") and d.is_dir() and (d / METADATA_FILE).is_file()
         )
-        return [self._info(name, champion, ever) for name in names]
+        return [self._info(name, champion, ever, verdicts) for name in names]
 
     def show(self, version: str) -> dict[str, Any]:
         """Everything about ``version``: status, path, metadata, report and its decisions.
 
-        The decisions are those that made ``version`` champion or replaced it.
+        The decisions are those that made ``version`` champion or replaced it, and
+        the verdicts (reject/hold) on it; not the verdicts on other candidates
+        made while it was champion.
         """
         path = self.path_of(version)
-        info = self._info(version, self.champion(), _ever_champion(self._read_decisions()))
+        records = self._read_decisions()
+        info = self._info(version, self.champion(), _ever_champion(records), _verdicts(records))
         meta = _read_metadata(path)
         return {
             "version": version,
             "status": info.status,
+            "status_reason": info.status_reason,
             "path": str(path),
             "metadata": meta.model_dump(mode="json"),
             "report": self._report(path),
             "decisions": [
                 d
-                for d in self._read_decisions()
-                if version in (d.get("version"), d.get("previous"))
+                for d in records
+                if d["version"] == version
+                or (d["action"] in _POINTER_ACTIONS and d.get("previous") == version)
             ],
         }
 
-    def _info(self, name: str, champion: str | None, ever: set[str]) -> VersionInfo:
+    def _info(
+        self,
+        name: str,
+        champion: str | None,
+        ever: set[str],
+        verdicts: Mapping[str, dict[str, Any]],
+    ) -> VersionInfo:
         path = self.versions_dir / name
         meta = _read_metadata(path)
         try:
@@ -337,9 +375,17 @@ class Registry:
             raise ArtifactError(f"{path / METADATA_FILE}: {exc}") from exc
         report = self._report(path)
         metrics = report.get("metrics")
-        status: Status = (
-            "champion" if name == champion else "retired" if name in ever else "candidate"
-        )
+        status: Status = "candidate"
+        reason = None
+        if name == champion:
+            status = "champion"
+        elif name in ever:
+            status = "retired"
+        elif (verdict := verdicts.get(name)) is not None:
+            status = "rejected" if verdict["action"] == "reject" else "held"
+            decision = verdict.get("decision")
+            why = decision.get("reason") if isinstance(decision, dict) else None
+            reason = why if isinstance(why, str) else None
         return VersionInfo(
             version=name,
             created_at=meta.created_at,
@@ -348,6 +394,7 @@ class Registry:
             status=status,
             metrics=dict(metrics) if isinstance(metrics, dict) else dict(meta.metrics),
             path=path,
+            status_reason=reason,
         )
 
     @staticmethod
@@ -382,12 +429,12 @@ class Registry:
                 ) from exc
             if (
                 not isinstance(rec, dict)
-                or rec.get("action") not in ("promote", "rollback")
+                or rec.get("action") not in _ACTIONS
                 or not isinstance(rec.get("version"), str)
             ):
                 raise ArtifactError(
                     f"{log_path} line {lineno} is not a decision record "
-                    "(needs 'action' promote/rollback and 'version')",
+                    f"(needs 'action' one of {'/'.join(_ACTIONS)} and 'version')",
                     hint="repair or remove that line",
                 )
             records.append(rec)
@@ -590,6 +637,39 @@ class Registry:
         log.info("rolled back %s from %s to %s", self.root, current, target)
         return target
 
+    def reject(self, version: str, *, decision: Mapping[str, Any]) -> None:
+        """Record that ``version`` failed the promotion gate, with ``decision`` (the
+        failing rule as ``reason``, the gate's numbers). ``CHAMPION`` is untouched.
+
+        The log record is ``{"seq", "at", "action": "reject", "version",
+        "champion", "decision"}``; ``models list`` shows the version as
+        ``rejected``. An operator can still promote it explicitly.
+        """
+        self._verdict("reject", version, decision)
+
+    def hold(self, version: str, *, decision: Mapping[str, Any]) -> None:
+        """Record that ``version`` passed the gate but was not promoted (promotion is
+        turned off), with ``decision`` (reason, numbers). ``CHAMPION`` is untouched.
+
+        Same record as :meth:`reject` with ``"action": "hold"``; the version is
+        listed as ``held`` until it is promoted.
+        """
+        self._verdict("hold", version, decision)
+
+    def _verdict(self, action: str, version: str, decision: Mapping[str, Any]) -> None:
+        decision_data = _jsonable(dict(decision), "decision")
+        with self._writing():
+            self.path_of(version)
+            champion = self.champion()
+            if champion == version:
+                raise ConfigError(
+                    f"version {version} is the champion of {self.root}; a {action} "
+                    "record would not stop it being served",
+                    hint="roll back (stream-ae models rollback) or promote another version",
+                )
+            self._append(self._record(action, version, {"champion": champion}, decision_data))
+        log.info("recorded %s of %s (champion %s) in %s", action, version, champion, self.root)
+
     def _verify(self, path: Path) -> None:
         try:
             load_artifact(path, device="cpu")
@@ -603,17 +683,37 @@ class Registry:
         self, action: str, version: str, previous: str | None, decision: dict[str, Any]
     ) -> None:
         """Prepare the pointer, append the record (commit), then publish the pointer."""
-        records = self._read_decisions()
+        line = self._record(action, version, {"previous": previous}, decision)
+        tmp = self._prepare_pointer(version)
+        log_path = self._append(line, pending=tmp)
+        try:
+            self._replace_pointer(tmp)
+        except ArtifactError as exc:
+            raise ArtifactError(
+                f"{exc}; the decision was recorded in {log_path} and the next registry "
+                "write will complete it",
+            ) from exc
+
+    def _record(
+        self, action: str, version: str, fields: dict[str, Any], decision: dict[str, Any]
+    ) -> bytes:
+        """The next decision record as one JSON line (``fields``: previous or champion)."""
         record = {
-            "seq": len(records) + 1,
+            "seq": len(self._read_decisions()) + 1,
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "action": action,
             "version": version,
-            "previous": previous,
+            **fields,
             "decision": decision,
         }
-        line = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
-        tmp = self._prepare_pointer(version)
+        return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
+
+    def _append(self, line: bytes, *, pending: Path | None = None) -> Path:
+        """Append ``line`` to the log and fsync it: the commit point; return the log path.
+
+        On failure the log is truncated back and ``pending`` (a prepared pointer
+        that must not be published) is removed, so nothing has changed.
+        """
         log_path = self.root / DECISIONS_FILE
         try:
             created = not log_path.exists()
@@ -631,20 +731,15 @@ class Registry:
             if created:
                 fsync_dir(self.root)
         except BaseException as exc:
-            tmp.unlink(missing_ok=True)
+            if pending is not None:
+                pending.unlink(missing_ok=True)
             if isinstance(exc, OSError):
                 raise ArtifactError(
                     f"cannot append to {log_path}: {exc.strerror or exc}; nothing was changed",
                     hint="check free disk space and permissions of the registry",
                 ) from exc
             raise
-        try:
-            self._replace_pointer(tmp)
-        except ArtifactError as exc:
-            raise ArtifactError(
-                f"{exc}; the decision was recorded in {log_path} and the next registry "
-                "write will complete it",
-            ) from exc
+        return log_path
 
     def _prepare_pointer(self, version: str) -> Path:
         fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX + CHAMPION_FILE + "-", dir=self.root)
@@ -675,12 +770,13 @@ class Registry:
 
 
 def _champion_stack(records: list[dict[str, Any]]) -> list[str]:
-    """Replay the log: ``promote`` pushes its version, ``rollback`` pops to its version."""
+    """Replay the log: ``promote`` pushes its version, ``rollback`` pops to its version;
+    ``reject`` and ``hold`` never made anything champion and are skipped."""
     stack: list[str] = []
     for rec in records:
         if rec["action"] == "promote":
             stack.append(rec["version"])
-        else:
+        elif rec["action"] == "rollback":
             if stack:
                 stack.pop()
             if not stack or stack[-1] != rec["version"]:  # a log edited by hand: trust it
@@ -689,4 +785,9 @@ def _champion_stack(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _ever_champion(records: list[dict[str, Any]]) -> set[str]:
-    return {rec["version"] for rec in records}
+    return {rec["version"] for rec in records if rec["action"] in _POINTER_ACTIONS}
+
+
+def _verdicts(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The latest ``reject``/``hold`` record of each version."""
+    return {rec["version"]: rec for rec in records if rec["action"] in _VERDICT_ACTIONS}

@@ -98,6 +98,7 @@ def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
     from stream_ae.model.latents import latents
 
     md = loaded.metadata
+    thresholds = md.asset_thresholds
     spec = GridSpec(
         period_ms=md.sample_period_ms,
         size=md.window,
@@ -107,7 +108,8 @@ def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
         n_channels=len(md.channels),
     )
     decider = Decider(
-        threshold=md.threshold_spec.value,
+        threshold=thresholds.fleet.value,
+        per_asset=thresholds.lookup,
         model_version=md.version,
         channels=list(md.channels),
         high_ratio=settings.decide.high_ratio,

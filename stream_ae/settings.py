@@ -169,6 +169,11 @@ class TrainSettings(_Section):
     learning_rate: float = Field(default=1e-3, gt=0)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     threshold_quantile: float = Field(default=0.995, gt=0, lt=1)
+    #: "none": the score is the mean squared error over channels and time;
+    #: "holdout": each channel's error is first divided by its mean on held-out
+    #: normal windows, so no channel dominates just by being hard to reconstruct
+    #: (stored in the artifact's scaler; docs/evaluation.md has the SKAB numbers).
+    error_norm: Literal["none", "holdout"] = "none"
     seed: int = 0
     hparams: dict[str, float] = Field(default_factory=dict)
     output_dir: Path = Path("artifacts")
@@ -188,9 +193,39 @@ class TrainerSettings(_Section):
     #: Target false alarms per window for calibration and the promotion gate.
     far_target: float = Field(default=0.005, gt=0, lt=1)
     far_factor: float = Field(default=2.0, gt=0)
+    #: Give each asset with enough calibration windows its own threshold (same
+    #: method); the others keep the fleet threshold. Off by default: a tail
+    #: quantile from one asset's few hundred windows is noisy, and the pooled
+    #: fleet threshold is the better estimate unless assets really differ.
+    per_asset_thresholds: bool = False
+    #: Calibration windows an asset needs for its own threshold. 1000 x the
+    #: default far_target 0.005 = 5 expected exceedances, so the quantile is not
+    #: just the largest score (its rate still scatters ~1/sqrt(5) = 45%) and POT
+    #: fits ~100 excesses (tail_fraction 0.1). Raise it for a smaller far_target.
+    per_asset_min_windows: int = Field(default=1000, ge=10)
     #: Refuse to train when more than this share of windows must be excluded.
     max_excluded_share: float = Field(default=0.5, gt=0, le=1)
     promote: bool = True
+    #: Golden set for the promotion gate: a labelled CSV (``anomaly`` column), a
+    #: folder of them, or ``sim:SEED[,assets=N][,duration=DUR]``; empty = none.
+    golden_set: str = ""
+    #: Gate: candidate's event recall on the golden set >= champion's - this.
+    golden_tolerance: float = Field(default=0.05, ge=0, le=1)
+    #: Every this many seconds, score the last ``drift_lookback_s`` of readings with
+    #: the champion and log its drift (``drift_score``: 1.0 = the drift monitor's own
+    #: limits, inputs 3 training σ away or the median score doubled); 0 = no checks.
+    drift_check_s: float = Field(default=3600.0, ge=0)
+    drift_lookback_s: float = Field(default=3600.0, gt=0)
+    #: Refit when the drift score reaches ``drift_refit_threshold``. Off by default:
+    #: drift can be the fault itself (a wearing bearing raises vibration for weeks),
+    #: and a refit on it teaches the model that the fault is normal. The round still
+    #: excludes the champion's alarms and must pass the gate, but a slow fault stays
+    #: under the champion's threshold while it shifts the inputs. Turn it on where
+    #: drift is known to be benign (seasons, recalibrated sensors, a new set point).
+    drift_refit: bool = False
+    drift_refit_threshold: float = Field(default=1.0, gt=0)
+    #: At least this long between two drift-triggered rounds.
+    drift_refit_min_interval_s: float = Field(default=21_600.0, ge=0)
 
 
 class LocalBrokerSettings(_Section):

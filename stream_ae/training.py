@@ -95,6 +95,7 @@ def fit(
         progress=progress,
         variant=t.variant,
         variant_params=dict(t.variant_params),
+        error_norm=t.error_norm,
     )
 
 

@@ -10,11 +10,18 @@ Used by ``stream-ae retrain`` and ``scripts/retrain.sh``. Steps:
 3. the held-out windows are split in two: the first half calibrates the
    threshold (``quantile`` or ``pot`` — peaks over threshold for a target
    false-alarm rate per window), the second half measures the false-alarm rate
-   the candidate would have on recent normal data it never saw;
+   the candidate would have on recent normal data it never saw; with
+   ``trainer.per_asset_thresholds`` each asset with enough calibration windows
+   gets its own threshold (the others the fleet one), every check window is
+   judged by its asset's threshold and the gate reports the rate per asset;
 4. the gate: that false-alarm rate must be within ``far_factor`` × the target
-   (``far_target``); the decision and its numbers go into the registry;
+   (``far_target``), and with a golden set (``golden``: labelled CSV or
+   ``sim:SEED``) the candidate's event recall on it must be at least the
+   champion's − ``golden_tolerance`` (trainers/golden.py); the decision and its
+   numbers go into the registry;
 5. the candidate is registered (always) and promoted (only when it passes and
-   ``promote`` is set); promotion announces it to running scorers.
+   ``promote`` is set); promotion announces it to running scorers. Otherwise the
+   decision log records it as rejected (with the failing rule) or held.
 """
 
 from __future__ import annotations
@@ -28,7 +35,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stream_ae.decide.threshold import ThresholdSpec, calibrate_pot, calibrate_quantile
+from stream_ae.decide.threshold import (
+    AssetThresholds,
+    ThresholdSpec,
+    calibrate_per_asset,
+    calibrate_pot,
+    calibrate_quantile,
+    far_by_asset,
+)
 from stream_ae.errors import DataError
 from stream_ae.readings_io import Readings
 from stream_ae.registry import Registry
@@ -36,6 +50,7 @@ from stream_ae.settings import Settings
 from stream_ae.training import fit, training_windows, with_decision_rule
 from stream_ae.windowing import WindowBatch
 from trainers.exclusions import Exclusions
+from trainers.golden import GoldenSet, apply_golden_gate, resolve_golden
 
 Method = Literal["quantile", "pot"]
 
@@ -55,6 +70,21 @@ def calibrate(scores: np.ndarray, method: Method, far_target: float) -> Threshol
     return calibrate_quantile(scores, 1.0 - far_target)
 
 
+def calibrate_thresholds(
+    scores: np.ndarray, asset_ids: list[str], method: Method, far_target: float, settings: Settings
+) -> AssetThresholds:
+    """The fleet threshold, plus per-asset ones when ``trainer.per_asset_thresholds`` is on."""
+    tr = settings.trainer
+    if not tr.per_asset_thresholds:
+        return AssetThresholds(calibrate(scores, method, far_target))
+    return calibrate_per_asset(
+        scores,
+        asset_ids,
+        lambda s: calibrate(s, method, far_target),
+        min_windows=tr.per_asset_min_windows,
+    )
+
+
 def retrain(
     readings: Readings,
     settings: Settings,
@@ -69,9 +99,16 @@ def retrain(
     progress: Callable[[int, float, float], None] | None = None,
     exclude: Callable[[WindowBatch], Exclusions] | None = None,
     max_excluded_share: float = 0.5,
+    golden: GoldenSet | str | Path | None = None,
+    golden_tolerance: float = 0.05,
+    trigger: str | None = None,
+    trigger_detail: dict[str, Any] | None = None,
 ) -> RetrainResult:
+    """``trigger`` (what started the round: schedule, request, drift, manual) and its
+    details go into the report and the promotion decision."""
     from stream_ae.model.artifact import save_artifact
 
+    golden_set = resolve_golden(golden, settings, readings.channels)  # fail before training
     windows, data_info = training_windows(readings, settings)
     if exclude is not None:
         ex = exclude(windows)
@@ -96,11 +133,15 @@ def retrain(
     n = len(windows)
     n_hold = int(trained.metadata.training.get("n_holdout", max(1, round(n * t.holdout_fraction))))
     held = windows.values[n - n_hold :]
+    held_assets = windows.asset_ids[n - n_hold :]  # aligned with held and scores
     scores = trained.scorer("cpu").score(held).scores
     half = len(scores) // 2
     calib, check = scores[:half], scores[half:]
-    spec = calibrate(calib, method, far_target)
-    far = float(np.mean(check > spec.value)) if len(check) else float("nan")
+    thresholds = calibrate_thresholds(calib, held_assets[:half], method, far_target, settings)
+    spec = thresholds.fleet
+    check_assets = held_assets[half:]
+    limits = thresholds.values_for(check_assets)  # each window's own asset's threshold
+    far = float(np.mean(check > limits)) if len(check) else float("nan")
     passed = bool(len(check) > 0 and far <= far_target * far_factor)
     gate = {
         "far_target_per_window": far_target,
@@ -111,14 +152,25 @@ def retrain(
         "passed": passed,
         "rule": f"false alarms on unseen recent normal windows <= {far_factor} x target",
     }
+    if thresholds.min_windows is not None:  # per asset: counts, FAR of each own threshold, worst
+        gate["per_asset"] = far_by_asset(check, check_assets, thresholds)
     # same weights, so the same version and hash: only threshold and metrics change
     metadata = trained.metadata.model_copy(
         update={
-            "threshold": spec.to_dict(),
+            "threshold": thresholds.to_dict(),
             "metrics": {**trained.metadata.metrics, "gate": gate},
         }
     )
     candidate = with_decision_rule(dataclasses.replace(trained, metadata=metadata), settings)
+    candidate, gate = apply_golden_gate(
+        candidate,
+        gate,
+        golden_set,
+        registry=registry,
+        settings=settings,
+        tolerance=golden_tolerance,
+    )
+    passed = bool(gate["passed"])
     report = {
         "source": source,
         "data": data_info,
@@ -126,6 +178,9 @@ def retrain(
         "gate": gate,
         "metrics": {"far_check": far, **trained.metadata.metrics},
     }
+    if trigger is not None:
+        report["trigger"] = trigger
+        report["trigger_detail"] = trigger_detail or {}
     registry.root.mkdir(parents=True, exist_ok=True)
     # saved next to the registry (same filesystem), then moved in atomically
     with tempfile.TemporaryDirectory(dir=registry.root, prefix=".candidate-") as tmp:
@@ -139,6 +194,7 @@ def retrain(
             decision={
                 "reason": "retrain: gate passed",
                 "source": "retrain",
+                **({"trigger": trigger} if trigger is not None else {}),
                 "gate": gate,
                 "previous": previous,
             },
@@ -146,4 +202,33 @@ def retrain(
         promoted = True
         if announce is not None:
             announce(version)
+    else:  # the verdict goes into the registry too: rejected by the gate, or held back
+        verdict = {
+            "source": "retrain",
+            **({"trigger": trigger} if trigger is not None else {}),
+            "gate": gate,
+        }
+        if passed:
+            reason = "retrain: gate passed; promotion is off"
+            registry.hold(version, decision={"reason": reason, **verdict})
+        else:
+            reason = "retrain: gate failed: " + "; ".join(gate_failures(gate))
+            registry.reject(version, decision={"reason": reason, **verdict})
     return RetrainResult(version, True, promoted, passed, report)
+
+
+def gate_failures(gate: dict[str, Any]) -> list[str]:
+    """The rules a failed ``gate`` broke, in words, with the numbers that broke them."""
+    failures = []
+    if not gate.get("far_passed", gate["passed"]):  # far_passed: set by the golden gate
+        if not gate["n_check_windows"]:
+            failures.append("no held-out windows to measure false alarms on")
+        else:
+            failures.append(
+                f"false alarms on unseen recent normal windows {gate['far_measured']:.4%} > "
+                f"{gate['far_factor']:g} x target {gate['far_target_per_window']:.4%}"
+            )
+    golden = gate.get("golden")
+    if golden is not None and not golden["passed"]:
+        failures.append(f"golden set: {golden['verdict']}")
+    return failures or [str(gate["rule"])]

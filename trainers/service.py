@@ -5,6 +5,14 @@ exclusions.py.
 Requests arrive on the control topic (``topics.models``) under the key
 ``retrain`` (``stream-ae trainer trigger`` writes one); the service acts on a
 request newer than its last run.
+
+Every ``trainer.drift_check_s`` it scores the last ``trainer.drift_lookback_s``
+of readings with the champion and logs the drift (:class:`DriftCheck`). Only
+with ``trainer.drift_refit`` on does a drift score at or above
+``trainer.drift_refit_threshold`` start a round, at most once per
+``trainer.drift_refit_min_interval_s``. Each round's report (``models show``)
+says what started it: ``trigger`` = schedule | request | drift (manual for
+``trainer run --once``), with the details in ``trigger_detail``.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -22,14 +31,14 @@ import numpy as np
 
 from stream_ae import schemas
 from stream_ae.decide.drift import DriftMonitor
-from stream_ae.errors import ConfigError, StreamAEError
+from stream_ae.errors import ConfigError, DataError, StreamAEError
 from stream_ae.io.kafka import ControlWatcher, publish_control, read_range
-from stream_ae.readings_io import read_topic
+from stream_ae.readings_io import Readings, read_topic, to_windows
 from stream_ae.registry import Registry
 from stream_ae.schemas import AnomalyEvent, FeedbackEvent
 from stream_ae.service import announce_champion, ensure_control_topic
 from stream_ae.settings import Settings
-from stream_ae.windowing import WindowBatch
+from stream_ae.windowing import GridSpec, WindowBatch
 from trainers.exclusions import Exclusions, exclusion_mask
 from trainers.retrain import RetrainResult, retrain
 
@@ -51,6 +60,33 @@ def request_retrain(settings: Settings, *, by: str, reason: str) -> RetrainReque
     return req
 
 
+@dataclass(frozen=True)
+class DriftCheck:
+    """One drift check: the champion's drift on recent readings and what it led to."""
+
+    at_ms: int
+    champion: str | None
+    #: DriftMonitor.report() (``drift_score``, ``input_shift_max``, …); empty when
+    #: nothing could be measured (no champion, no readings: see ``why``).
+    report: dict[str, Any] = field(default_factory=dict)
+    refit: bool = False
+    why: str = ""
+
+    @property
+    def score(self) -> float | None:
+        value = self.report.get("drift_score")
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": schemas.iso_ms(self.at_ms),
+            "champion": self.champion,
+            "drift": self.report,
+            "refit": self.refit,
+            "why": self.why,
+        }
+
+
 def _read(settings: Settings, topic: str, start_ms: int) -> list[Any]:
     try:
         return [m for b in read_range(settings.kafka, topic, start_ms=start_ms) for m in b]
@@ -66,6 +102,10 @@ class TrainerService:
         self.registry = Registry(settings.trainer.registry)
         self._stop = False
         self.last_run_ms = 0
+        self.last_drift_refit_ms: int | None = None  # when a drift check last started a round
+        self.last_drift: DriftCheck | None = None
+        self._next_due = 0.0  # monotonic seconds: the next scheduled round
+        self._next_drift = 0.0  # ... the next drift check
 
     def channels(self) -> list[str]:
         if self.settings.trainer.channels:
@@ -79,7 +119,15 @@ class TrainerService:
         md = self.registry.show(champion)["metadata"]
         return list(md["channels"])
 
-    def run_once(self, now_ms: int | None = None) -> RetrainResult:
+    def run_once(
+        self,
+        now_ms: int | None = None,
+        *,
+        trigger: str = "manual",
+        detail: dict[str, Any] | None = None,
+    ) -> RetrainResult:
+        """One round on the last ``trainer.lookback_s`` of readings; ``trigger`` (schedule,
+        request, drift, manual) and ``detail`` go into the report and the decision."""
         s = self.settings
         now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
         start = now - int(s.trainer.lookback_s * 1000)
@@ -92,7 +140,8 @@ class TrainerService:
         feedback = [schemas.decode_feedback(m.value()) for m in _read(s, s.topics.feedback, 0)]
         exclude = self._excluder(events, feedback, now)
         log.info(
-            "retraining on %d readings from %s (%d events, %d feedback records)",
+            "retraining (%s) on %d readings from %s (%d events, %d feedback records)",
+            trigger,
             len(readings),
             source,
             len(events),
@@ -110,13 +159,19 @@ class TrainerService:
             announce=self._announce,
             exclude=exclude,
             max_excluded_share=s.trainer.max_excluded_share,
+            golden=s.trainer.golden_set or None,
+            golden_tolerance=s.trainer.golden_tolerance,
+            trigger=trigger,
+            trigger_detail=detail,
         )
         self.last_run_ms = now
         log.info(
             "candidate %s: gate %s, %s",
             result.version,
             "passed" if result.passed else "failed",
-            "promoted" if result.promoted else "not promoted",
+            "promoted"
+            if result.promoted
+            else ("rejected" if not result.passed else "held (trainer.promote is off)"),
         )
         return result
 
@@ -155,6 +210,133 @@ class TrainerService:
 
         return exclude
 
+    # -- drift ---------------------------------------------------------------------------
+
+    def recent_readings(self, now_ms: int, channels: list[str]) -> Readings:
+        """The last ``trainer.drift_lookback_s`` of the readings topic (the drift check's
+        input; a test replaces it)."""
+        start = now_ms - int(self.settings.trainer.drift_lookback_s * 1000)
+        readings, _ = read_topic(
+            self.settings, schemas.iso_ms(start), schemas.iso_ms(now_ms), channels
+        )
+        return readings
+
+    def measure_drift(self, loaded: Any, readings: Readings) -> dict[str, Any]:
+        """The champion ``loaded``'s drift report on ``readings``: its windows (the
+        scorer's windowing, the champion's grid), scored, through a DriftMonitor."""
+        md = loaded.metadata
+        missing = [c for c in md.channels if c not in readings.channels]
+        if missing:
+            raise DataError(f"the recent readings lack the champion's channels {missing}")
+        cols = [readings.channels.index(c) for c in md.channels]
+        readings = Readings(
+            readings.asset_ids, readings.ts_ms, readings.values[:, cols], list(md.channels)
+        )
+        w = self.settings.window
+        spec = GridSpec(
+            period_ms=md.sample_period_ms,
+            size=md.window,
+            hop=md.hop,
+            lateness_ms=w.allowed_lateness_ms,
+            fill_limit=w.fill_limit,
+            n_channels=len(md.channels),
+        )
+        windows = to_windows(readings, spec)
+        if not len(windows):
+            return {"windows": 0, "drifted": False}
+        scores = np.asarray(loaded.scorer.score(windows.values).scores)
+        monitor = DriftMonitor.from_metadata(md, horizon=len(scores))
+        monitor.update(windows.values, scores)
+        return monitor.report()
+
+    def decide_drift(self, report: dict[str, Any], now_ms: int) -> tuple[bool, str]:
+        """Whether a drift report starts a round (pure: settings and the time of the
+        last drift-triggered round), and why (for the log and the report)."""
+        t = self.settings.trainer
+        score = report.get("drift_score")
+        if score is None:
+            return False, "no drift score (no windows to measure)"
+        if score < t.drift_refit_threshold:
+            return False, f"drift score {score:g} < threshold {t.drift_refit_threshold:g}"
+        above = f"drift score {score:g} >= threshold {t.drift_refit_threshold:g}"
+        if not t.drift_refit:
+            return False, f"{above}, but trainer.drift_refit is off"
+        if self.last_drift_refit_ms is not None:
+            wait_ms = self.last_drift_refit_ms + int(t.drift_refit_min_interval_s * 1000)
+            if now_ms < wait_ms:
+                return False, (
+                    f"{above}, but the last drift refit was at "
+                    f"{schemas.iso_ms(self.last_drift_refit_ms)} (next allowed "
+                    f"{schemas.iso_ms(wait_ms)}, trainer.drift_refit_min_interval_s)"
+                )
+        return True, above
+
+    def check_drift(self, now_ms: int, readings: Readings | None = None) -> DriftCheck:
+        """Measure the champion's drift on ``readings`` (default: the recent readings
+        topic), decide, log, and remember it as ``last_drift``. Never raises for data
+        or broker trouble: that is logged and the check refits nothing."""
+        champion = self.registry.champion()
+        if champion is None:
+            check = DriftCheck(now_ms, None, why="no champion to compare with")
+        else:
+            try:
+                from stream_ae.model.artifact import load_artifact
+
+                loaded = load_artifact(self.registry.path_of(champion), device="cpu")
+                if readings is None:
+                    readings = self.recent_readings(now_ms, list(loaded.metadata.channels))
+                report = self.measure_drift(loaded, readings)
+            except StreamAEError as exc:
+                check = DriftCheck(now_ms, champion, why=f"not measured: {exc}")
+            else:
+                refit, why = self.decide_drift(report, now_ms)
+                check = DriftCheck(now_ms, champion, report, refit, why)
+        level = logging.WARNING if check.refit or (check.score or 0) >= 1.0 else logging.INFO
+        log.log(
+            level,
+            "drift check: champion %s, drift_score %s: %s%s %s",
+            check.champion,
+            check.score,
+            check.why,
+            "; refitting" if check.refit else "",
+            check.report,
+        )
+        self.last_drift = check
+        return check
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def step(self, now_ms: int, mono: float, request: RetrainRequest | None) -> str | None:
+        """One turn of the loop at wall time ``now_ms`` and monotonic time ``mono``: run
+        a round when asked (a request newer than the last round), when due, or when a
+        drift check calls for one. Returns the round's trigger, or None."""
+        t = self.settings.trainer
+        trigger: str | None = None
+        detail: dict[str, Any] = {}
+        if request is not None and request.requested_at_ms > self.last_run_ms:
+            trigger = "request"
+            detail = {"by": request.by, "reason": request.reason}
+            detail["requested_at"] = schemas.iso_ms(request.requested_at_ms)
+        elif mono >= self._next_due:
+            trigger, detail = "schedule", {"interval_s": t.interval_s}
+        elif t.drift_check_s > 0 and mono >= self._next_drift:
+            self._next_drift = mono + t.drift_check_s
+            check = self.check_drift(now_ms)
+            if check.refit:
+                trigger, detail = "drift", check.to_dict()
+                self.last_drift_refit_ms = now_ms
+        if trigger is None:
+            return None
+        if trigger != "drift" and self.last_drift is not None:
+            detail["last_drift_check"] = self.last_drift.to_dict()
+        try:
+            self.run_once(now_ms, trigger=trigger, detail=detail)
+        except StreamAEError as exc:
+            log.error("retraining (%s) failed: %s", trigger, exc)
+            self.last_run_ms = now_ms
+        self._next_due = mono + t.interval_s
+        return trigger
+
     def _announce(self, version: str) -> None:
         ann = announce_champion(self.settings, self.registry.path_of(version))
         log.info("announced %s on %s", ann.version, self.settings.topics.models)
@@ -163,7 +345,8 @@ class TrainerService:
         self._stop = True
 
     def run(self) -> None:
-        """Refit every ``trainer.interval_s`` and on requests, until SIGTERM/SIGINT."""
+        """Refit every ``trainer.interval_s``, on requests and (when on) on drift, until
+        SIGTERM/SIGINT."""
         s = self.settings
 
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -175,22 +358,13 @@ class TrainerService:
             signal.signal(signal.SIGINT, stop)
         ensure_control_topic(s)
         watcher = ControlWatcher(s.kafka, s.topics.models)
-        next_due = time.monotonic()
+        self._next_due = time.monotonic()  # a round at start-up
+        self._next_drift = time.monotonic() + s.trainer.drift_check_s
         try:
             while not self._stop:
                 raw = watcher.latest(RETRAIN_KEY)
-                requested = (
-                    raw is not None
-                    and msgspec.json.decode(raw, type=RetrainRequest).requested_at_ms
-                    > self.last_run_ms
-                )
-                if requested or time.monotonic() >= next_due:
-                    try:
-                        self.run_once()
-                    except StreamAEError as exc:
-                        log.error("retraining failed: %s", exc)
-                        self.last_run_ms = time.time_ns() // 1_000_000
-                    next_due = time.monotonic() + s.trainer.interval_s
+                request = None if raw is None else msgspec.json.decode(raw, type=RetrainRequest)
+                self.step(time.time_ns() // 1_000_000, time.monotonic(), request)
                 time.sleep(1.0)
         finally:
             watcher.close()

@@ -78,7 +78,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         csv: Annotated[
-            Path | None, typer.Option("--csv", help="CSV of normal readings to train on.")
+            Path | None,
+            typer.Option(
+                "--csv",
+                "--input",
+                help="Normal readings to train on: a CSV or Parquet file, or a folder of them.",
+            ),
         ] = None,
         topic_start: Annotated[
             str | None,
@@ -125,9 +130,9 @@ def register(app: typer.Typer) -> None:
         if (csv is None) == (topic_start is None):
             raise DataError("give exactly one source: --csv FILE or --from TIME [--to TIME]")
         if csv is not None:
-            from stream_ae.readings_io import read_csv
+            from stream_ae.readings_io import read_readings
 
-            readings = read_csv(csv, channels=chans, sep=sep, time_column=time_column)
+            readings = read_readings(csv, channels=chans, sep=sep, time_column=time_column)
             source = str(csv)
         else:
             from stream_ae.readings_io import read_topic
@@ -147,7 +152,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def embed(
-        csv: Annotated[Path, typer.Option("--csv", help="CSV of readings.")],
+        csv: Annotated[
+            Path,
+            typer.Option("--csv", "--input", help="CSV or Parquet file (or a folder of them)."),
+        ],
         model: Annotated[Path, typer.Option("--model", help="Artifact folder.")],
         out: Annotated[
             Path | None, typer.Option("--out", help="JSON-lines file (default: stdout).")
@@ -160,13 +168,13 @@ def register(app: typer.Typer) -> None:
         from stream_ae import schemas
         from stream_ae.model.artifact import load_artifact
         from stream_ae.model.latents import latents
-        from stream_ae.readings_io import read_csv, to_windows
+        from stream_ae.readings_io import read_readings, to_windows
         from stream_ae.windowing import GridSpec
 
         settings = get_settings()
         loaded = load_artifact(model, device=settings.model.device)
         md = loaded.metadata
-        readings = read_csv(csv, channels=md.channels, sep=sep)
+        readings = read_readings(csv, channels=md.channels, sep=sep)
         spec = GridSpec(
             period_ms=md.sample_period_ms,
             size=md.window,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,7 +49,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         csv: Annotated[
             Path | None,
-            typer.Option("--csv", help="Labelled CSV file or folder, scored by --model."),
+            typer.Option(
+                "--csv",
+                "--input",
+                help="Labelled CSV or Parquet file, or a folder of them, scored by --model.",
+            ),
         ] = None,
         model: Annotated[Path | None, typer.Option("--model", help="Artifact for --csv.")] = None,
         sep: Annotated[str, typer.Option("--sep", help="CSV separator for --csv.")] = ",",
@@ -83,6 +88,13 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--persistence", help="Causal rule: K/N = k of the last n windows."),
         ] = "1/1",
+        error_norm: Annotated[
+            str,
+            typer.Option(
+                "--error-norm",
+                help="SKAB: none, or holdout (each channel's error / its held-out mean).",
+            ),
+        ] = "none",
         rebaseline_s: Annotated[
             float,
             typer.Option("--rebaseline-s", help="skab-streaming: warm-up seconds (0 = off)."),
@@ -93,8 +105,31 @@ def register(app: typer.Typer) -> None:
         report: Annotated[
             Path | None, typer.Option("--report", help="Write a report (plots, tables) here.")
         ] = None,
+        via_kafka: Annotated[
+            bool,
+            typer.Option(
+                "--via-kafka",
+                help="Also send each file through a real topic and a running `stream-ae "
+                "score`, and check it gives the same windows, scores and decisions "
+                "(--csv, skab-streaming; broker: kafka.bootstrap_servers).",
+            ),
+        ] = False,
+        keep_topics: Annotated[
+            bool,
+            typer.Option("--keep-topics", help="--via-kafka: keep the per-file eval topics."),
+        ] = False,
+        flush_idle_s: Annotated[
+            float,
+            typer.Option(
+                "--flush-idle-s",
+                min=0.5,
+                help="--via-kafka: the scorer closes a file's windows after this long "
+                "without data (window.idle_timeout_ms); must exceed one batch's scoring.",
+            ),
+        ] = 5.0,
     ) -> None:
-        """Replay labelled data through the scorer's windowing, model and decision code."""
+        """Replay labelled data through the scorer's windowing, model and decision code
+        (with --via-kafka also through a real topic and a running scorer, and compare)."""
         from stream_ae.errors import ConfigError
 
         if (protocol is None) == (csv is None):
@@ -110,14 +145,25 @@ def register(app: typer.Typer) -> None:
             "persistence_n": int(n_text),
             "architecture": architecture,
             "variant": variant,
+            "error_norm": error_norm,
         }
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        via = _broker_eval(protocol, keep_topics, flush_idle_s) if via_kafka else None
         if protocol is not None:
-            if protocol not in PROTOCOLS:
-                raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
             root = data or DEFAULT_SKAB
             if protocol == "skab-streaming":
                 result = _skab_streaming(
-                    root, seed_list, files, window, epochs, delay, rebaseline_s, report, knobs
+                    root,
+                    seed_list,
+                    files,
+                    window,
+                    epochs,
+                    delay,
+                    rebaseline_s,
+                    report,
+                    knobs,
+                    via,
                 )
             else:
                 result = _skab(
@@ -127,9 +173,133 @@ def register(app: typer.Typer) -> None:
             if model is None:
                 raise ConfigError("--csv needs --model (an artifact folder)")
             assert csv is not None
-            result = _csv(csv, model, sep, label_column, time_column, delay, report)
+            persist = (knobs["persistence_k"], knobs["persistence_n"])
+            result = _csv(csv, model, sep, label_column, time_column, delay, report, persist, via)
         if as_json:
             print(json.dumps(result, default=str))
+        if via is not None:
+            via.close()
+            if not _via_equal(result):
+                console.print(
+                    "[bold red]the broker path differs from the in-process one[/] "
+                    "(tables above; --json has the details)"
+                )
+                raise typer.Exit(1)
+
+
+def _broker_eval(protocol: str | None, keep_topics: bool, flush_idle_s: float) -> Any:
+    """The broker side of --via-kafka, checked reachable before any model is fitted."""
+    from stream_ae.cli import get_settings
+    from stream_ae.errors import ConfigError
+    from stream_ae.evaluate.via_kafka import BrokerEval
+
+    if protocol in ("skab-published", "skab-causal"):
+        raise ConfigError(
+            f"--via-kafka does not apply to --protocol {protocol}",
+            hint="it checks the live path with one fixed model; "
+            + (
+                "skab-published's decision rule is not causal, so no running scorer can produce it"
+                if protocol == "skab-published"
+                else "skab-causal fits a new model on each file's first 400 rows, which "
+                "the broker path cannot change"
+            )
+            + ". Use --protocol skab-streaming, or --csv FILE --model DIR",
+        )
+    via = BrokerEval(get_settings(), keep_topics=keep_topics, flush_idle_s=flush_idle_s)
+    via.check_reachable()
+    console.print(
+        f"--via-kafka: broker {via.bootstrap}, run {via.run_id}: each file through "
+        f"topics {via.prefix}.{via.run_id}.<n>.* and a fresh `stream-ae score`",
+        highlight=False,
+    )
+    return via
+
+
+def _via_equal(result: Any) -> bool:
+    """False when any --via-kafka comparison in the result found a difference."""
+    if isinstance(result, dict):
+        own = result.get("via_kafka")
+        if isinstance(own, dict) and not own.get("equal", True):
+            return False
+        return all(_via_equal(v) for k, v in result.items() if k != "via_kafka")
+    return True
+
+
+def _via_kafka(
+    via: Any,
+    refs: list[Any],
+    readings: list[Any],
+    setups: list[Any],
+    spec: Any,
+    period_ms: int,
+    seconds: list[float],
+) -> tuple[list[Any], list[Any]]:
+    """Each file through the broker; → (runs rebuilt from what came back, comparisons)."""
+    from stream_ae.evaluate.via_kafka import compare, kafka_file_run
+
+    got, comparisons = [], []
+    for ref, r, setup, secs in zip(refs, readings, setups, seconds, strict=True):
+        run = via.run(ref.name, r, setup)
+        mine = kafka_file_run(ref, r, run, spec, period_ms=period_ms)
+        got.append(mine)
+        comparisons.append(compare(ref, mine, run, spec, period_ms=period_ms, in_process_s=secs))
+    return got, comparisons
+
+
+def _via_summary(
+    via: Any, title: str, refs: list[Any], got: list[Any], comparisons: list[Any]
+) -> dict[str, Any]:
+    """The via_kafka section of the result, and its table."""
+    mine, theirs = _pooled(refs), _pooled(got)
+    metrics_equal = json.dumps(mine, default=str) == json.dumps(theirs, default=str)
+    files = [c.as_dict() for c in comparisons]
+    out: dict[str, Any] = {
+        "bootstrap_servers": via.bootstrap,
+        "run_id": via.run_id,
+        "equal": metrics_equal and all(c.equal for c in comparisons),
+        "metrics_equal": metrics_equal,
+        "windows": sum(c.windows_via_kafka for c in comparisons),
+        "dead_letters": sum(sum(c.dead_letters.values()) for c in comparisons),
+        "wall_s": round(sum(c.wall_s for c in comparisons), 1),
+        "metrics": theirs,
+        "files": files,
+    }
+    table = Table(title=f"{title}: in-process vs via Kafka ({via.bootstrap})")
+    for col in (
+        "file",
+        "windows",
+        "missing/extra",
+        "max |Δscore|",
+        "decisions ≠",
+        "events",
+        "DLQ",
+        "seconds",
+        "equal",
+    ):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for c in comparisons:
+        table.add_row(
+            c.name,
+            f"{c.windows_in_process}/{c.windows_via_kafka}",
+            f"{c.missing}/{c.extra}",
+            f"{c.max_score_diff:.2g}",
+            str(c.decisions_differ),
+            f"{c.events_expected}/{c.events}",
+            str(sum(c.dead_letters.values())),
+            f"{c.in_process_s:.1f}/{c.wall_s:.1f}",
+            "[green]yes[/]" if c.equal else "[red]NO[/]",
+        )
+    Console().print(table)
+    console.print(
+        "  (windows, events, seconds: in-process / via Kafka; events = alarmed windows)",
+        highlight=False,
+    )
+    for c in comparisons:
+        for line in [*c.examples, *c.notes]:
+            console.print(f"  {c.name}: {line}", highlight=False)
+    if not metrics_equal:
+        console.print("  pooled metrics differ: in-process " + json.dumps(mine, default=str))
+    return out
 
 
 def _progress(i: int, n: int, name: str) -> None:
@@ -214,8 +384,15 @@ def _skab_streaming(
     rebaseline_s: float,
     report: Path | None,
     knobs: dict[str, Any],
+    via: Any = None,
 ) -> dict[str, Any]:
-    from stream_ae.evaluate.backtest import ModelSpec, fit_on_file, stream_file
+    from stream_ae.evaluate.backtest import (
+        ModelSpec,
+        fit_trained,
+        skab_readings,
+        stream_readings,
+    )
+    from stream_ae.readings_io import read_csv
 
     paths = _skab_paths(root, limit)
     spec = ModelSpec(window=window, hop=1, epochs=epochs, delay=delay, **knobs)
@@ -230,22 +407,57 @@ def _skab_streaming(
         "settings": knobs,
         "rule": RULE_NOTES["skab-streaming"].format(delay=delay),
     }
+    readings = [skab_readings(p) for p in paths]
     for name, rb in variants.items():
         per_seed = []
+        via_per_seed = []
         first_runs = None
         for seed in seeds:
             console.print(f"{name}, seed {seed}: fitting on anomaly-free.csv")
-            scorer, threshold = fit_on_file(
-                root / "anomaly-free" / "anomaly-free.csv", spec, seed=seed
-            )
-            runs = [stream_file(p, scorer, threshold, spec, rebaseline_s=rb) for p in paths]
+            normal = read_csv(root / "anomaly-free" / "anomaly-free.csv", sep=";")
+            trained = fit_trained(normal, spec, period_ms=1000, seed=seed)
+            scorer = trained.scorer("cpu")
+            threshold = trained.threshold.value * spec.threshold_factor
+            runs, seconds = [], []
+            for p, r in zip(paths, readings, strict=True):
+                t0 = time.perf_counter()
+                runs.append(
+                    stream_readings(
+                        f"{p.parent.name}/{p.name}", r, scorer, threshold, spec, rebaseline_s=rb
+                    )
+                )
+                seconds.append(time.perf_counter() - t0)
             first_runs = first_runs or runs
             summary = _pooled(runs)
             summary["seed"] = seed
             per_seed.append(summary)
+            if via is not None:
+                from stream_ae.evaluate.via_kafka import ScorerSetup, save_for_scorer
+
+                artifact = save_for_scorer(
+                    trained, threshold, spec, via.artifact_dir / f"{name}-{seed}"
+                )
+                setup = ScorerSetup(
+                    artifact,
+                    fill_limit=spec.fill_limit,
+                    rebaseline_s=rb,
+                    persistence=(spec.persistence_k, spec.persistence_n),
+                )
+                got, comparisons = _via_kafka(
+                    via, runs, readings, [setup] * len(runs), spec, 1000, seconds
+                )
+                title = f"skab-streaming, {name}, seed {seed}"
+                via_per_seed.append(
+                    _via_summary(via, title, runs, got, comparisons) | {"seed": seed}
+                )
         agg = _aggregate(per_seed)
         _print_table(f"skab-streaming, {name}", per_seed, agg)
         result[name] = agg
+        if via is not None:
+            agg["via_kafka"] = {
+                "equal": all(v["equal"] for v in via_per_seed),
+                "seeds": via_per_seed,
+            }
         if report is not None and first_runs is not None:
             from stream_ae.evaluate.report import write_report
 
@@ -261,18 +473,32 @@ def _csv(
     time_column: str | None,
     delay: int,
     report: Path | None,
+    persistence: tuple[int, int] = (1, 1),
+    via: Any = None,
 ) -> dict[str, Any]:
-    from stream_ae.evaluate.backtest import score_file_with_artifact
+    from stream_ae.evaluate.backtest import artifact_spec, score_readings_with_artifact
     from stream_ae.model.artifact import load_artifact
+    from stream_ae.readings_io import input_files, read_readings
 
     loaded = load_artifact(model_dir, device="cpu")
-    paths = sorted(path.glob("*.csv")) if path.is_dir() else [path]
-    runs = [
-        score_file_with_artifact(
-            p, loaded, sep=sep, label_column=label_column, time_column=time_column, delay=delay
+    md = loaded.metadata
+    paths = input_files(path)  # a file, or the .csv/.parquet/.pq files of a folder
+    readings, runs, seconds = [], [], []
+    for p in paths:
+        r = read_readings(
+            p,
+            channels=md.channels,
+            sep=sep,
+            label_column=label_column,
+            time_column=time_column,
+            default_asset=p.stem,
         )
-        for p in paths
-    ]
+        t0 = time.perf_counter()
+        runs.append(
+            score_readings_with_artifact(p.name, r, loaded, delay=delay, persistence=persistence)
+        )
+        seconds.append(time.perf_counter() - t0)
+        readings.append(r)
     result = _pooled(runs)
     result.update(
         files=len(paths),
@@ -280,6 +506,15 @@ def _csv(
         rule=RULE_NOTES["skab-causal"].format(delay=delay),
     )
     _print_table(f"{path} with {loaded.metadata.version}", [result], result)
+    if via is not None:
+        from stream_ae.evaluate.via_kafka import ScorerSetup
+
+        spec = artifact_spec(md, delay=delay, persistence=persistence)
+        setup = ScorerSetup(loaded.path, fill_limit=spec.fill_limit, persistence=persistence)
+        got, comparisons = _via_kafka(
+            via, runs, readings, [setup] * len(runs), spec, md.sample_period_ms, seconds
+        )
+        result["via_kafka"] = _via_summary(via, str(path), runs, got, comparisons)
     if report is not None:
         from stream_ae.evaluate.report import write_report
 

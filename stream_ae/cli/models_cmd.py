@@ -9,11 +9,13 @@ propagate to the main CLI, which prints them as one line.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stream_ae.errors import ConfigError
@@ -62,6 +64,71 @@ def _metrics_text(metrics: dict[str, Any], limit: int = 3) -> str:
 
 def _threshold_text(info: VersionInfo) -> str:
     return f"{info.threshold.method} {info.threshold.value:.6g}"
+
+
+_STATUS_STYLES = {
+    "champion": "bold green",
+    "retired": "dim",
+    "candidate": "",
+    "rejected": "red",
+    "held": "yellow",
+}
+
+
+def _status_text(status: str) -> str:
+    style = _STATUS_STYLES.get(status, "")
+    return f"[{style}]{status}[/]" if style else status
+
+
+def _decision_text(d: dict[str, Any]) -> str:
+    """One decision log record; reject/hold name the champion they left in place."""
+    who = (
+        f"champion {d.get('champion')}"
+        if d.get("action") in ("reject", "hold")
+        else f"previous {d.get('previous')}"
+    )
+    return escape(
+        f"  #{d.get('seq')} {d.get('at')} {d.get('action')} {d.get('version')} "
+        f"({who}): {json.dumps(d.get('decision', {}))}"
+    )
+
+
+#: ``models show`` lists this many per-asset thresholds; ``--json`` has all of them
+SHOW_PER_ASSET = 20
+
+
+def _print_per_asset(version: str, thr: dict[str, Any]) -> None:
+    """The assets with their own threshold, those furthest from the fleet value first."""
+    per_asset: dict[str, Any] = thr["per_asset"]
+    fleet = float(thr["value"])
+    min_windows = thr.get("per_asset_min_windows")
+    need = f" (at least {min_windows} calibration windows)" if min_windows else ""
+    console.print(
+        f"  per-asset thresholds: {len(per_asset)} assets have their own{need}; "
+        "every other asset uses the fleet threshold above"
+    )
+    if not per_asset:
+        return
+
+    def spread(item: tuple[str, Any]) -> float:
+        value = float(item[1]["value"])
+        return abs(math.log(value / fleet)) if value > 0 and fleet > 0 else math.inf
+
+    shown = sorted(sorted(per_asset.items()), key=spread, reverse=True)[:SHOW_PER_ASSET]
+    table = Table(box=None, padding=(0, 2))
+    for col in ("asset", "threshold", "x fleet", "windows"):
+        table.add_column(col, justify="left" if col == "asset" else "right")
+    for asset, entry in shown:
+        value = float(entry["value"])
+        ratio = f"{value / fleet:.3g}" if fleet > 0 else "-"
+        table.add_row(asset, f"{value:.6g}", ratio, str(entry.get("n", "?")))
+    console.print(table)
+    more = len(per_asset) - len(shown)
+    if more > 0:
+        console.print(
+            f"  ... the {len(shown)} furthest from the fleet value; {more} more in "
+            f"`stream-ae models show {version} --json`"
+        )
 
 
 def _print_json(data: Any) -> None:
@@ -113,7 +180,10 @@ def register(app: typer.Typer) -> None:
         registry: RegistryOpt = DEFAULT_REGISTRY,
         as_json: JsonOpt = False,
     ) -> None:
-        """Every registered version, oldest first, with its status and headline metrics."""
+        """Every registered version, oldest first, with its status and headline metrics.
+
+        Below the table: why each rejected (failed the gate) or held (passed, not
+        promoted) version is so, e.g. the failing rule."""
         infos = _registry(registry).versions()
         if as_json:
             _print_json([i.to_dict() for i in infos])
@@ -125,16 +195,18 @@ def register(app: typer.Typer) -> None:
         # no "created" column: version names start with the UTC creation time
         for col in ("version", "status", "arch", "threshold", "metrics"):
             table.add_column(col, overflow="fold", no_wrap=col != "metrics")
-        styles = {"champion": "bold green", "retired": "dim", "candidate": ""}
         for i in infos:
             table.add_row(
                 i.version,
-                f"[{styles[i.status]}]{i.status}[/]" if styles[i.status] else i.status,
+                _status_text(i.status),
                 i.architecture,
                 _threshold_text(i),
                 _metrics_text(i.metrics),
             )
         console.print(table)
+        for i in infos:
+            if i.status_reason:  # one line each: too long for a table cell
+                console.print(f"{i.version} {_status_text(i.status)}: {escape(i.status_reason)}")
 
     @models.command()
     def show(
@@ -142,14 +214,17 @@ def register(app: typer.Typer) -> None:
         registry: RegistryOpt = DEFAULT_REGISTRY,
         as_json: JsonOpt = False,
     ) -> None:
-        """Metadata (threshold method and parameters included), report and decisions."""
+        """Metadata (threshold method, parameters and per-asset thresholds), report, decisions."""
         data = _registry(registry).show(version)
         if as_json:
             _print_json(data)
             return
         meta = data["metadata"]
         thr = meta["threshold"]
-        console.print(f"[bold]{data['version']}[/]  ({data['status']})  {data['path']}")
+        status = _status_text(data["status"])
+        console.print(f"[bold]{data['version']}[/]  ({status})  {data['path']}")
+        if data.get("status_reason"):
+            console.print(f"  {status}: {escape(data['status_reason'])}")
         console.print(
             f"  created {meta['created_at']}  architecture {meta['architecture']} "
             f"{meta['hparams']}  torch {meta['torch_version']}"
@@ -161,6 +236,8 @@ def register(app: typer.Typer) -> None:
         )
         params = ", ".join(f"{k}={_num(v)}" for k, v in thr.get("params", {}).items())
         console.print(f"  threshold [bold]{thr['value']:.6g}[/] ({thr['method']}: {params})")
+        if thr.get("per_asset") is not None:
+            _print_per_asset(data["version"], thr)
         console.print(f"  weights sha256 {meta['weights_sha256']}")
         for title, section in (
             ("training", meta.get("training")),
@@ -173,10 +250,7 @@ def register(app: typer.Typer) -> None:
         if data["decisions"]:
             console.print("[bold]decisions[/]")
             for d in data["decisions"]:
-                console.print(
-                    f"  #{d.get('seq')} {d.get('at')} {d.get('action')} {d.get('version')} "
-                    f"(previous {d.get('previous')}): {json.dumps(d.get('decision', {}))}"
-                )
+                console.print(_decision_text(d))
         else:
             console.print("no decisions involve this version")
 
@@ -198,6 +272,11 @@ def register(app: typer.Typer) -> None:
             "previous_metrics": info[previous].metrics if previous in info else None,
         }
         reg.promote(version, decision=decision)
+        if version in info and info[version].status == "rejected":
+            console.print(
+                f"[yellow]note:[/] the gate had rejected {version} "
+                f"({escape(info[version].status_reason or 'no reason recorded')})"
+            )
         console.print(f"[green]promoted[/] {version} (previous champion: {previous or 'none'})")
         if announce:
             _announce(reg, version)

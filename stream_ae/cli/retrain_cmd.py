@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,7 +16,12 @@ console = Console()
 def register(app: typer.Typer) -> None:
     @app.command()
     def retrain(
-        csv: Annotated[Path | None, typer.Option("--csv", help="CSV of normal readings.")] = None,
+        csv: Annotated[
+            Path | None,
+            typer.Option(
+                "--csv", "--input", help="Normal readings: CSV or Parquet file, or a folder."
+            ),
+        ] = None,
         topic_start: Annotated[
             str | None, typer.Option("--from", help="Readings topic from this time (ISO).")
         ] = None,
@@ -42,6 +47,22 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--announce/--no-announce", help="Tell running scorers.")
         ] = True,
         epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
+        golden: Annotated[
+            str | None,
+            typer.Option(
+                "--golden",
+                help="Golden set for the gate: labelled CSV, folder of them, or sim:SEED "
+                "(default trainer.golden_set).",
+            ),
+        ] = None,
+        golden_tolerance: Annotated[
+            float | None,
+            typer.Option(
+                "--golden-tolerance",
+                help="Gate: event recall on the golden set >= the champion's - X "
+                "(default trainer.golden_tolerance).",
+            ),
+        ] = None,
     ) -> None:
         """Train a candidate, calibrate its threshold, gate it, register it, promote it."""
         from stream_ae.cli import get_settings
@@ -51,14 +72,19 @@ def register(app: typer.Typer) -> None:
 
         if method not in ("quantile", "pot"):
             raise ConfigError(f"--method {method!r}: use quantile or pot")
-        settings = get_settings({"train": {"epochs": epochs}})
+        settings = get_settings(
+            {
+                "train": {"epochs": epochs},
+                "trainer": {"golden_set": golden, "golden_tolerance": golden_tolerance},
+            }
+        )
         chans = [c.strip() for c in channels.split(",")] if channels else None
         if (csv is None) == (topic_start is None):
             raise DataError("give exactly one source: --csv FILE or --from TIME [--to TIME]")
         if csv is not None:
-            from stream_ae.readings_io import read_csv
+            from stream_ae.readings_io import read_readings
 
-            readings, source = read_csv(csv, channels=chans, sep=sep), str(csv)
+            readings, source = read_readings(csv, channels=chans, sep=sep), str(csv)
         else:
             from stream_ae.readings_io import read_topic
 
@@ -85,6 +111,8 @@ def register(app: typer.Typer) -> None:
             promote=promote,
             announce=say if announce else None,
             progress=progress,
+            golden=settings.trainer.golden_set or None,
+            golden_tolerance=settings.trainer.golden_tolerance,
         )
         gate = result.report["gate"]
         table = Table(title=f"candidate {result.version}", show_header=False)
@@ -93,13 +121,48 @@ def register(app: typer.Typer) -> None:
             "false alarms on unseen recent normal windows",
             f"{gate['far_measured']:.4%} (target {far_target:.4%}, gate x{far_factor:g})",
         )
+        per_asset = gate.get("per_asset")
+        if per_asset is not None:
+            worst = per_asset["worst"]
+            text = (
+                f"{per_asset['assets_own']} assets own one, {per_asset['assets_fallback']} "
+                f"use the fleet threshold (min {per_asset['min_windows']} windows)"
+            )
+            if worst:
+                text += f"; worst false alarms {worst['far']:.4%} ({worst['asset_id']})"
+            table.add_row("per-asset thresholds", text)
+        if gate.get("golden") is not None:
+            _golden_rows(table, gate["golden"])
         table.add_row("gate", "[green]passed[/]" if result.passed else "[red]failed[/]")
-        table.add_row(
-            "registry", f"{registry} ({'promoted' if result.promoted else 'not promoted'})"
-        )
+        table.add_row("registry", f"{registry} ({_verdict(result)})")
         console.print(table)
         if not result.passed:
             raise typer.Exit(1)
+
+
+def _golden_rows(table: Table, g: dict[str, Any]) -> None:
+    """Candidate vs champion on the golden set (trainers/golden.py), and the verdict."""
+    from rich.markup import escape
+
+    def numbers(m: dict[str, Any]) -> str:
+        delay = "-" if m["mean_delay_s"] is None else f"{m['mean_delay_s']:g} s"
+        recall = "-" if m["event_recall"] is None else f"{m['event_recall']:.3f}"
+        return (
+            f"event recall {recall} ({m['events_detected']}/{m['events']}), F1 {m['f1']:.3f}, "
+            f"FAR {m['far_pct']:.2f} %, mean delay {delay} (W={m['window']}, H={m['hop']})"
+        )
+
+    s = g["set"]
+    table.add_row(
+        "golden set",
+        f"{s['source']}: {s['labelled_events']} labelled faults, {s['readings']:,} readings",
+    )
+    table.add_row("golden: candidate", numbers(g["candidate"]))
+    champ = g["champion"]
+    name = f"golden: champion {g['champion_version'] or ''}".rstrip()
+    table.add_row(name, numbers(champ) if champ else f"not scored: {escape(g['champion_skipped'])}")
+    colour = "green" if g["passed"] else "red"
+    table.add_row("golden check", f"[{colour}]{escape(g['verdict'])}[/]")
 
 
 def register_trainer(app: typer.Typer) -> None:
@@ -137,3 +200,9 @@ def register_trainer(app: typer.Typer) -> None:
         console.print(f"retraining requested on {settings.topics.models} at {req.requested_at_ms}")
 
     app.add_typer(trainer, name="trainer")
+
+
+def _verdict(result: Any) -> str:
+    if result.promoted:
+        return "promoted"
+    return "rejected: gate failed" if not result.passed else "held: passed, promotion off"

@@ -9,8 +9,11 @@ Two signals, both cheap and pure numpy:
   held-out share.
 
 "Recent" is an exponentially weighted average over about ``horizon`` windows.
+``drift_score`` puts both on one scale: the larger of the input shift over its
+limit and the score ratio over its limit, so 1.0 is where ``drifted`` turns true.
 Drift is reported (scorer stats log, metrics, retrain reports), never acted on
-by default: an automatic refit on drifted data can learn the fault.
+by default: an automatic refit on drifted data can learn the fault
+(``trainer.drift_refit`` opts in).
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ class DriftMonitor:
         if self.holdout_p50 and self._log_score is not None:
             ratio = float(np.exp(self._log_score)) / self.holdout_p50
             out["score_p50_ratio"] = round(ratio, 3)
+        score = max(float(shift[worst]) / INPUT_SHIFT_LIMIT, (ratio or 0.0) / SCORE_RATIO_LIMIT)
+        out["drift_score"] = round(score, 3)
         out["drifted"] = bool(
             shift[worst] > INPUT_SHIFT_LIMIT or (ratio is not None and ratio > SCORE_RATIO_LIMIT)
         )

@@ -1,19 +1,23 @@
 """Scores → anomaly events. No torch, no Kafka: numbers in, records out.
 
-A window is anomalous when ``score > threshold``. Severity comes from the ratio
-``score / threshold``: ``warning`` below ``high_ratio``, ``high`` below
-``critical_ratio``, ``critical`` above. The top channels are those with the
-largest share of the window's reconstruction error.
+A window is anomalous when ``score > threshold``, where ``threshold`` is the
+window's asset's own threshold when the model has one for it
+(:class:`~stream_ae.decide.threshold.AssetThresholds`) and the fleet threshold
+otherwise. Severity comes from the ratio ``score / threshold``: ``warning``
+below ``high_ratio``, ``high`` below ``critical_ratio``, ``critical`` above.
+Events and score records carry the threshold that judged them. The top
+channels are those with the largest share of the window's reconstruction error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from stream_ae.decide.persistence import Persistence
+from stream_ae.decide.threshold import per_window
 from stream_ae.schemas import (
     AnomalyEvent,
     ChannelShare,
@@ -37,6 +41,9 @@ def severity_of(ratio: float, high_ratio: float, critical_ratio: float) -> Sever
 
 @dataclass(frozen=True)
 class Decider:
+    """``threshold`` is the fleet threshold; ``per_asset`` maps the assets that have
+    their own (``AssetThresholds.lookup``) to it. Empty: one threshold for all."""
+
     threshold: float
     model_version: str
     channels: Sequence[str]
@@ -44,13 +51,34 @@ class Decider:
     critical_ratio: float = 4.0
     top_channels: int = 3
     persistence: Persistence | None = None
+    per_asset: Mapping[str, float] = field(default_factory=dict)
 
-    def anomalous(self, scores: np.ndarray, windows: WindowBatch | None = None) -> np.ndarray:
-        """Above the threshold, and — with persistence — ``k`` of the asset's last ``n``."""
-        above = scores > self.threshold
+    def thresholds(self, windows: WindowBatch) -> np.ndarray:
+        """``(B,)`` float64: each window's threshold (its asset's own, else the fleet's)."""
+        return per_window(self.per_asset, self.threshold, windows.asset_ids)
+
+    def _limits(self, windows: WindowBatch | None) -> float | np.ndarray:
+        """The fleet threshold as a scalar when no asset has its own (no per-window work)."""
+        if not self.per_asset:
+            return self.threshold
+        if windows is None:
+            raise ValueError("a decider with per-asset thresholds needs the windows' asset ids")
+        return self.thresholds(windows)
+
+    def _decide(
+        self, scores: np.ndarray, windows: WindowBatch | None, limits: float | np.ndarray
+    ) -> np.ndarray:
+        above = scores > limits
         if self.persistence is None or windows is None:
             return above
         return self.persistence.apply(windows, above)
+
+    def anomalous(self, scores: np.ndarray, windows: WindowBatch | None = None) -> np.ndarray:
+        """Above the threshold, and — with persistence — ``k`` of the asset's last ``n``.
+
+        With per-asset thresholds ``windows`` is required (its asset ids choose them).
+        """
+        return self._decide(scores, windows, self._limits(windows))
 
     def events(
         self,
@@ -61,16 +89,18 @@ class Decider:
         now_ms: int,
     ) -> list[AnomalyEvent]:
         """One event per window whose score exceeds the threshold, in input order."""
-        idx = np.flatnonzero(self.anomalous(scores, windows))
+        limits = self._limits(windows)
+        idx = np.flatnonzero(self._decide(scores, windows, limits))
         if not len(idx):
             return []
         detected = iso_ms(now_ms)
         k = min(self.top_channels, len(self.channels))
         top = np.argsort(-shares[idx], axis=1, kind="stable")[:, :k]
+        used = np.broadcast_to(limits, scores.shape)[idx].tolist()
         out = []
-        for row, i in enumerate(idx.tolist()):
+        for row, (i, threshold) in enumerate(zip(idx.tolist(), used, strict=True)):
             score = float(scores[i])
-            ratio = score / self.threshold if self.threshold > 0 else float("inf")
+            ratio = score / threshold if threshold > 0 else float("inf")
             start, end = int(windows.start_ms[i]), int(windows.end_ms[i])
             asset = windows.asset_ids[i]
             out.append(
@@ -82,7 +112,7 @@ class Decider:
                     window_start=iso_ms(start),
                     window_end=iso_ms(end),
                     score=score,
-                    threshold=self.threshold,
+                    threshold=threshold,
                     score_ratio=ratio,
                     severity=severity_of(ratio, self.high_ratio, self.critical_ratio),
                     top_channels=[
@@ -96,20 +126,23 @@ class Decider:
         return out
 
     def score_records(self, windows: WindowBatch, scores: np.ndarray) -> list[ScoreRecord]:
+        limits = self._limits(windows)
+        used = limits.tolist() if isinstance(limits, np.ndarray) else [limits] * len(scores)
         return [
             ScoreRecord(
                 asset_id=a,
                 window_start_ms=s,
                 window_end_ms=e,
                 score=sc,
-                threshold=self.threshold,
+                threshold=t,
                 model_version=self.model_version,
             )
-            for a, s, e, sc in zip(
+            for a, s, e, sc, t in zip(
                 windows.asset_ids,
                 windows.start_ms.tolist(),
                 windows.end_ms.tolist(),
                 scores.tolist(),
+                used,
                 strict=True,
             )
         ]

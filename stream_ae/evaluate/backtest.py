@@ -13,12 +13,17 @@ Protocols (see docs/evaluation.md):
   re-baselining.
 * ``file`` — any labelled CSV(s) scored by a given model artifact with the live
   rule.
+
+The live rule is per asset (:func:`live_decisions`): an asset's readings take the
+verdicts of that asset's windows, as the running scorer decides them.
+``evaluate --via-kafka`` (:mod:`stream_ae.evaluate.via_kafka`) rebuilds the same
+decisions from the scores a real scorer published and checks they are equal.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +32,7 @@ import numpy as np
 
 from stream_ae.evaluate.decisions import causal_rule, published_reach, published_rule
 from stream_ae.evaluate.smoothing import k_of_n
-from stream_ae.readings_io import Readings, read_csv, to_windows
+from stream_ae.readings_io import Readings, read_csv, read_readings, to_windows
 from stream_ae.windowing import GridSpec, WindowBatch
 from stream_ae.windowing.rebaseline import Rebaseliner
 
@@ -55,6 +60,7 @@ class FileRun:
     threshold: float
     train_seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    window_assets: list[str] = field(default_factory=list)  # (B,) asset of each window
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class ModelSpec:
     architecture: str = "conv"
     variant: str = "plain"
     variant_params: dict[str, float | str] = field(default_factory=dict)
+    #: train.error_norm: "none" or "holdout" (per-channel error normalisation)
+    error_norm: str = "none"
     window: int = 60
     hop: int = 1
     epochs: int = 30
@@ -104,6 +112,7 @@ def file_run(
         pred=pred,
         counted=extra.pop("counted", np.ones(n, bool)),
         window_end_ms=windows.end_ms,
+        window_assets=list(windows.asset_ids),
         window_scores=scores,
         window_shares=shares,
         threshold=threshold,
@@ -136,6 +145,13 @@ def _rows(readings: Readings, start: int, stop: int | None = None) -> Readings:
 
 def fit_model(train: Readings, model: ModelSpec, *, period_ms: int, seed: int) -> tuple[Any, float]:
     """Fit on ``train`` (all rows normal by assumption) → (scorer, threshold)."""
+    trained = fit_trained(train, model, period_ms=period_ms, seed=seed)
+    return trained.scorer("cpu"), trained.threshold.value * model.threshold_factor
+
+
+def fit_trained(train: Readings, model: ModelSpec, *, period_ms: int, seed: int) -> Any:
+    """Fit on ``train`` → the :class:`~stream_ae.model.artifact.TrainedModel` (savable;
+    its threshold is the calibrated one, before ``model.threshold_factor``)."""
     from stream_ae.model.train import fit_autoencoder
 
     windows = to_windows(train, _spec(train, model, period_ms))
@@ -155,8 +171,58 @@ def fit_model(train: Readings, model: ModelSpec, *, period_ms: int, seed: int) -
         threshold_quantile=model.threshold_quantile,
         variant=model.variant,
         variant_params=dict(model.variant_params),
+        error_norm=model.error_norm,
     )
-    return trained.scorer("cpu"), trained.threshold.value * model.threshold_factor
+    return trained
+
+
+def window_verdicts(
+    window_assets: Sequence[str],
+    window_start_ms: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | np.ndarray,
+    model: ModelSpec,
+) -> np.ndarray:
+    """(B,) bool: above the threshold (one, or one per window) and, with persistence,
+    ``k`` of the asset's last ``n`` windows in start order — what the live decider
+    alarms on."""
+    above = np.asarray(scores) > threshold
+    out = np.zeros(len(above), bool)
+    assets = np.asarray(list(window_assets), dtype=object)
+    for asset in dict.fromkeys(window_assets):
+        sel = assets == asset
+        out[sel] = k_of_n(
+            above[sel], model.persistence_k, model.persistence_n, window_start_ms[sel]
+        )
+    return out
+
+
+def live_decisions(
+    readings: Readings,
+    window_assets: Sequence[str],
+    window_start_ms: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | np.ndarray,
+    model: ModelSpec,
+    *,
+    period_ms: int,
+) -> np.ndarray:
+    """(N,) 0/1 per reading by the live rule, per asset: each reading takes the verdict
+    (:func:`window_verdicts`) of its own asset's latest window that ended by it
+    (+ ``model.delay``). One function for the in-process and the broker paths, so
+    their decisions can only differ where their windows or scores do."""
+    pred = np.zeros(len(readings), np.int8)
+    verdicts = window_verdicts(window_assets, window_start_ms, scores, threshold, model)
+    starts = np.asarray(window_start_ms, np.int64) // period_ms
+    row_buckets = readings.ts_ms // period_ms
+    row_assets = np.asarray(readings.asset_ids, dtype=object)
+    win_assets = np.asarray(list(window_assets), dtype=object)
+    for asset in dict.fromkeys(readings.asset_ids):
+        rows, wins = row_assets == asset, win_assets == asset
+        pred[rows] = causal_rule(
+            row_buckets[rows], starts[wins], verdicts[wins], model.window, delay=model.delay
+        )
+    return pred
 
 
 def score_rows(
@@ -172,14 +238,21 @@ def score_rows(
     spec = _spec(test, model, period_ms)
     windows = to_windows(test, spec)
     res = scorer.score(windows.values)
-    anomalous = res.scores > threshold
-    row_buckets = test.ts_ms // period_ms
-    starts = windows.start_ms // period_ms
     if rule == "causal":
-        anomalous = k_of_n(anomalous, model.persistence_k, model.persistence_n, starts)
-        pred = causal_rule(row_buckets, starts, anomalous, model.window, delay=model.delay)
+        pred = live_decisions(
+            test,
+            windows.asset_ids,
+            windows.start_ms,
+            res.scores,
+            threshold,
+            model,
+            period_ms=period_ms,
+        )
         counted = np.ones(len(test), bool)
     else:
+        anomalous = res.scores > threshold
+        row_buckets = test.ts_ms // period_ms
+        starts = windows.start_ms // period_ms
         if model.hop != 1:
             raise ValueError("the published rule needs windows with hop 1")
         # row-indexed windows: window j starts at row j (rows on a gap-free stretch)
@@ -236,18 +309,48 @@ def score_file_with_artifact(
     label_column: str = "anomaly",
     time_column: str | None = None,
     delay: int = 0,
+    persistence: tuple[int, int] = (1, 1),
 ) -> FileRun:
-    """A labelled CSV scored by a saved model with the live (causal) rule."""
-    md = loaded.metadata
-    readings = read_csv(
+    """A labelled CSV or Parquet file scored by a saved model with the live (causal) rule."""
+    readings = read_readings(
         path,
-        channels=md.channels,
+        channels=loaded.metadata.channels,
         sep=sep,
         label_column=label_column,
         time_column=time_column,
         default_asset=path.stem,
     )
-    spec = ModelSpec(window=md.window, hop=md.hop, delay=delay)
+    return score_readings_with_artifact(
+        path.name, readings, loaded, delay=delay, persistence=persistence
+    )
+
+
+def artifact_spec(
+    metadata: Any, *, delay: int = 0, persistence: tuple[int, int] = (1, 1)
+) -> ModelSpec:
+    """The live decision rule of a saved model: its W and H, and its recorded
+    persistence (``persistence`` only when it has none), as ``bind_model`` does."""
+    params: Mapping[str, float] = metadata.threshold_spec.params
+    return ModelSpec(
+        window=metadata.window,
+        hop=metadata.hop,
+        delay=delay,
+        persistence_k=int(params.get("persistence_k", persistence[0])),
+        persistence_n=int(params.get("persistence_n", persistence[1])),
+    )
+
+
+def score_readings_with_artifact(
+    name: str,
+    readings: Readings,
+    loaded: Any,
+    *,
+    delay: int = 0,
+    persistence: tuple[int, int] = (1, 1),
+) -> FileRun:
+    """Readings (one file's) scored by a loaded model with the live rule."""
+    md = loaded.metadata
+    spec = artifact_spec(md, delay=delay, persistence=persistence)
     windows, scores, shares, pred, counted = score_rows(
         readings,
         loaded.scorer,
@@ -257,14 +360,7 @@ def score_file_with_artifact(
         rule="causal",
     )
     return file_run(
-        path.name,
-        readings,
-        windows,
-        scores,
-        shares,
-        pred,
-        md.threshold_spec.value,
-        counted=counted,
+        name, readings, windows, scores, shares, pred, md.threshold_spec.value, counted=counted
     )
 
 
@@ -287,23 +383,50 @@ def stream_file(
 ) -> FileRun:
     """A whole labelled file through a fixed model with the live rule, optionally with
     warm-up re-baselining (the live scorer's ``model.rebaseline_s``)."""
-    readings = read_csv(path, sep=sep, default_asset=f"{path.parent.name}/{path.stem}")
+    return stream_readings(
+        f"{path.parent.name}/{path.name}",
+        skab_readings(path, sep=sep),
+        scorer,
+        threshold,
+        model,
+        rebaseline_s=rebaseline_s,
+        period_ms=period_ms,
+    )
+
+
+def skab_readings(path: Path, *, sep: str = ";") -> Readings:
+    """A SKAB file's readings; the asset is ``<folder>/<stem>`` (e.g. ``valve1/3``)."""
+    return read_csv(path, sep=sep, default_asset=f"{path.parent.name}/{path.stem}")
+
+
+def stream_readings(
+    name: str,
+    readings: Readings,
+    scorer: Any,
+    threshold: float,
+    model: ModelSpec,
+    *,
+    rebaseline_s: float = 0.0,
+    period_ms: int = 1000,
+) -> FileRun:
+    """:func:`stream_file` on readings already read."""
     spec = _spec(readings, model, period_ms)
     windows = to_windows(readings, spec)
     if rebaseline_s > 0:
         rb = Rebaseliner(int(rebaseline_s * 1000), np.asarray(scorer.scaler.mean, np.float64))
         windows = rb.apply(windows)
     res = scorer.score(windows.values)
-    anomalous = res.scores > threshold
-    pred = causal_rule(
-        readings.ts_ms // period_ms,
-        windows.start_ms // period_ms,
-        anomalous,
-        model.window,
-        delay=model.delay,
+    pred = live_decisions(
+        readings,
+        windows.asset_ids,
+        windows.start_ms,
+        res.scores,
+        threshold,
+        model,
+        period_ms=period_ms,
     )
     return file_run(
-        f"{path.parent.name}/{path.name}",
+        name,
         readings,
         windows,
         res.scores,

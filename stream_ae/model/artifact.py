@@ -34,7 +34,7 @@ import torch
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from stream_ae.decide.threshold import ThresholdSpec
+from stream_ae.decide.threshold import AssetThresholds, ThresholdSpec
 from stream_ae.durable import fsync_dir, write_synced
 from stream_ae.errors import ArtifactError, StreamAEError
 from stream_ae.model.autoencoders import ARCHITECTURES
@@ -73,8 +73,10 @@ class ArtifactMetadata(BaseModel):
     """Everything needed to rebuild, verify and interpret a trained model.
 
     Free-form sections: ``scaler`` (:meth:`ChannelScaler.to_dict`), ``threshold``
-    (:meth:`ThresholdSpec.to_dict`), ``training`` (data source, time range,
-    window counts, epochs, losses, wall time) and ``metrics`` (held-out scores).
+    (:meth:`ThresholdSpec.to_dict`; with per-asset thresholds
+    :meth:`AssetThresholds.to_dict`, which adds ``per_asset``), ``training`` (data
+    source, time range, window counts, epochs, losses, wall time) and ``metrics``
+    (held-out scores).
 
     ``variant`` is the training variant (:data:`stream_ae.model.variants.VARIANTS`)
     and ``variant_params`` its resolved parameters; metadata written before
@@ -125,6 +127,11 @@ class ArtifactMetadata(BaseModel):
     def threshold_spec(self) -> ThresholdSpec:
         """The ``threshold`` section as a :class:`ThresholdSpec`."""
         return ThresholdSpec.from_dict(self.threshold)
+
+    @property
+    def asset_thresholds(self) -> AssetThresholds:
+        """The ``threshold`` section with its per-asset thresholds (none in older artifacts)."""
+        return AssetThresholds.from_dict(self.threshold)
 
     @property
     def n_channels(self) -> int:
@@ -474,7 +481,7 @@ def load_artifact(
         )
     try:
         scaler = ChannelScaler.from_dict(meta.scaler)
-        ThresholdSpec.from_dict(meta.threshold)  # validate now rather than at first use
+        AssetThresholds.from_dict(meta.threshold)  # validate now rather than at first use
     except ArtifactError as exc:
         raise ArtifactError(f"{meta_path}: {exc}") from exc
     if scaler.n_channels != meta.n_channels:

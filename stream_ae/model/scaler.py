@@ -2,6 +2,17 @@
 
 Models are trained and scored in scaled space so that channels with large units
 (e.g. pressure in Pa) do not dominate the reconstruction error.
+
+Optionally the scaler also carries an **error scale** per channel: the mean
+reconstruction error of that channel on held-out normal windows
+(``train.error_norm = "holdout"``). The scorer divides each channel's error by
+it before averaging, so every channel contributes about 1 in normal operation
+and the score reads "times the normal error". Without it, a channel the model
+reconstructs poorly even when all is well (a noisy or slowly wandering one)
+dominates the score, and a fault on a well-reconstructed channel has to be much
+larger to raise it; the attribution (channel shares) is skewed the same way.
+On SKAB's synthetic validation set this moved the false-alarm/recall trade-off
+of the published rule (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ class ChannelScaler:
         mean: npt.ArrayLike,
         std: npt.ArrayLike,
         eps: float = DEFAULT_EPS,
+        error_scale: npt.ArrayLike | None = None,
     ) -> None:
         mean_arr = np.asarray(mean, dtype=np.float64).reshape(-1)
         std_arr = np.asarray(std, dtype=np.float64).reshape(-1)
@@ -56,6 +68,37 @@ class ChannelScaler:
         # float32 broadcast forms used by transform(): (C, 1) against (N, C, W).
         self._mean32 = self.mean.astype(np.float32)[:, None]
         self._inv_std32 = (1.0 / self.std).astype(np.float32)[:, None]
+        self.error_scale: npt.NDArray[np.float64] | None = None
+        if error_scale is not None:
+            scale = np.asarray(error_scale, dtype=np.float64).reshape(-1)
+            if scale.shape != mean_arr.shape:
+                raise ValueError(
+                    f"error_scale must have one value per channel ({mean_arr.size}), "
+                    f"got {scale.size}"
+                )
+            if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+                raise ValueError("error_scale must be finite and positive")
+            self.error_scale = scale
+
+    def with_error_scale(self, error_scale: npt.ArrayLike | None) -> ChannelScaler:
+        """A copy with ``error_scale`` set (``None`` removes it)."""
+        return ChannelScaler(self.mean, self.std, eps=self.eps, error_scale=error_scale)
+
+    @staticmethod
+    def error_scale_from(channel_errors: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Per-channel error scale from held-out errors ``(N, C)``: their mean, floored
+        at 1e-6 × the largest channel's so a channel reconstructed perfectly does not
+        turn into a division by ~0."""
+        errors = np.asarray(channel_errors, dtype=np.float64)
+        if errors.ndim != 2 or errors.shape[0] == 0:
+            raise DataError(
+                f"cannot compute an error scale from errors of shape {errors.shape}",
+                hint="score at least one held-out window",
+            )
+        scale = errors.mean(axis=0)
+        floor = max(float(scale.max()) * 1e-6, 1e-12)
+        out: npt.NDArray[np.float64] = np.maximum(scale, floor)
+        return out
 
     @property
     def n_channels(self) -> int:
@@ -109,13 +152,25 @@ class ChannelScaler:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (lists of floats) stored in artifact metadata."""
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "eps": self.eps}
+        out: dict[str, Any] = {
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "eps": self.eps,
+        }
+        if self.error_scale is not None:
+            out["error_scale"] = self.error_scale.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChannelScaler:
         """Inverse of :meth:`to_dict`; raises :class:`ArtifactError` naming the bad field."""
         try:
-            return cls(data["mean"], data["std"], eps=float(data.get("eps", DEFAULT_EPS)))
+            return cls(
+                data["mean"],
+                data["std"],
+                eps=float(data.get("eps", DEFAULT_EPS)),
+                error_scale=data.get("error_scale"),
+            )
         except KeyError as exc:
             raise ArtifactError(
                 f"field 'scaler.{exc.args[0]}' is missing",
@@ -128,4 +183,5 @@ class ChannelScaler:
             ) from exc
 
     def __repr__(self) -> str:
-        return f"ChannelScaler(n_channels={self.n_channels}, eps={self.eps})"
+        scaled = "" if self.error_scale is None else ", error_scale=yes"
+        return f"ChannelScaler(n_channels={self.n_channels}, eps={self.eps}{scaled})"

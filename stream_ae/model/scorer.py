@@ -40,7 +40,8 @@ class ScoreResult:
 
     * ``scores`` ``(B,)`` float32: mean squared error over ``C x W`` (see module doc).
     * ``channel_errors`` ``(B, C)`` float32: mean squared error of each channel over
-      ``W``; ``scores == channel_errors.mean(axis=1)``.
+      ``W`` — divided by the scaler's per-channel ``error_scale`` when the model has
+      one (``train.error_norm = "holdout"``); ``scores == channel_errors.mean(axis=1)``.
     * ``channel_shares`` ``(B, C)`` float32: ``channel_errors`` divided by its row
       sum, i.e. each channel's share of the error (rows sum to 1; a perfect
       reconstruction gives equal shares).
@@ -160,6 +161,8 @@ class Scorer:
             for start in range(0, n, self.max_batch):
                 stop = min(start + self.max_batch, n)
                 errors[start:stop] = self.chunk_errors(self.scaler.transform(arr[start:stop]))
+        if self.scaler.error_scale is not None:
+            errors /= self.scaler.error_scale.astype(np.float32)
         return _result_from_errors(errors)
 
     def chunk_errors(self, scaled: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

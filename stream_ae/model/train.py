@@ -144,6 +144,11 @@ def _mean_loss(model: nn.Module, x: torch.Tensor) -> float:
     return total / x.numel()
 
 
+#: ``train.error_norm`` values: ``none`` (plain mean squared error) or ``holdout``
+#: (each channel's error divided by its mean on held-out normal windows).
+ERROR_NORMS = ("none", "holdout")
+
+
 def fit_autoencoder(
     windows: npt.ArrayLike,
     *,
@@ -164,6 +169,7 @@ def fit_autoencoder(
     patience: int | None = 5,
     variant: str = "plain",
     variant_params: Mapping[str, int | float | str] | None = None,
+    error_norm: str = "none",
 ) -> TrainedModel:
     """Train ``architecture`` on raw float32 windows ``(N, C, W)`` in time order.
 
@@ -182,6 +188,10 @@ def fit_autoencoder(
     variant's full objective; ``val_loss`` (early stopping, best epoch) is always
     the held-out reconstruction error, i.e. the mean held-out score. For
     ``variational`` the best epoch is chosen from the end of the β warm-up on.
+
+    ``error_norm="holdout"`` stores each channel's mean held-out error in the
+    scaler (:attr:`ChannelScaler.error_scale`); scores, the threshold and channel
+    shares are then in units of "times the normal error" per channel.
 
     ``training_info`` (e.g. ``source``, ``start``, ``end``) is stored in the
     metadata's ``training`` section together with the computed counts, losses
@@ -206,6 +216,11 @@ def fit_autoencoder(
         threshold_quantile=threshold_quantile,
         patience=patience,
     )
+    if error_norm not in ERROR_NORMS:
+        raise ConfigError(
+            f"error_norm={error_norm!r} is not one of {list(ERROR_NORMS)}",
+            hint='set train.error_norm to "none" or "holdout"',
+        )
     resolved_hparams = resolve_hparams(architecture, hparams)
     strategy = make_strategy(variant, variant_params)
     n, _, window = arr.shape
@@ -286,6 +301,9 @@ def fit_autoencoder(
     del train_x, val_x
 
     result = Scorer(model, scaler, dev).score(holdout_raw)
+    if error_norm == "holdout":
+        scaler = scaler.with_error_scale(ChannelScaler.error_scale_from(result.channel_errors))
+        result = Scorer(model, scaler, dev).score(holdout_raw)
     model = model.to("cpu").eval()
     scores = result.scores
     threshold = calibrate_quantile(scores, threshold_quantile)
@@ -318,6 +336,7 @@ def fit_autoencoder(
         final_val_loss=val_loss,
         best_val_loss=best_val,
         threshold_quantile=threshold_quantile,
+        error_norm=error_norm,
         wall_time_s=round(time.perf_counter() - t0, 3),
     )
     metadata = new_metadata(

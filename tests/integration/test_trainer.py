@@ -63,6 +63,7 @@ def test_contaminated_data_is_excluded_and_the_new_model_still_detects_the_fault
 
     result = TrainerService(settings).run_once()
 
+    assert result.report["trigger"] == "manual"
     excl = result.report["data"]["exclusions"]
     assert excl["by_reason"]["anomaly_event"] > 0, excl
     assert result.promoted and registry.champion() == result.version
@@ -111,3 +112,8 @@ def test_a_trigger_makes_the_running_trainer_retrain(env: Env, tmp_path: Path) -
         service.request_stop()
         thread.join(timeout=30)
     assert not thread.is_alive()
+    reg = Registry(settings.trainer.registry)
+    reports = [reg.show(v.version)["report"] for v in reg.versions()]
+    assert sorted(r["trigger"] for r in reports) == ["request", "schedule"]
+    (asked,) = [r["trigger_detail"] for r in reports if r["trigger"] == "request"]
+    assert (asked["by"], asked["reason"]) == ("test", "integration test")

@@ -89,6 +89,18 @@ def test_train_reports_a_bad_csv_line(tmp_path: Path) -> None:
     assert "line 3" in str(result.exception)
 
 
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_train_and_retrain_read_parquet_via_input(tmp_path: Path, command: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"timestamp": [0, 1000], "a": [1.0, float("inf")]}), f)
+    result = runner.invoke(cli.app, [command, "--input", str(f)])
+    assert isinstance(result.exception, DataError), result.output
+    assert "n.parquet, row 2, column 'a'" in str(result.exception)
+
+
 # -- main(): StreamAEError -> one line on stderr, exit 2 --------------------------------------
 
 

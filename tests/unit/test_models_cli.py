@@ -147,3 +147,41 @@ def test_empty_registry_and_help(app: typer.Typer, tmp_path: Path) -> None:
     assert res.exit_code == 0
     for command in ("list", "show", "promote", "rollback"):
         assert command in res.stdout
+
+
+def test_rejected_and_held_versions_show_why(
+    app: typer.Typer, setup: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    root, (a, b) = setup
+    reg = Registry(root)
+    c = reg.register(_artifact(tmp_path / "art", 3), report={"metrics": {"f1": 0.3}})
+    reg.promote(a, decision={"reason": "first"})
+    failed = "retrain: gate failed: false alarms 3% > 2 x target 0.5%"
+    reg.reject(b, decision={"reason": failed, "gate": {"far_measured": 0.03, "passed": False}})
+    reg.hold(c, decision={"reason": "retrain: gate passed; promotion is off"})
+    opts = ["--registry", str(root)]
+
+    res = runner.invoke(app, ["models", "list", *opts, "--json"])
+    assert res.exit_code == 0, res.output
+    listed = {v["version"]: v for v in json.loads(res.stdout)}
+    assert [listed[v]["status"] for v in (a, b, c)] == ["champion", "rejected", "held"]
+    assert listed[b]["status_reason"] == failed and listed[a]["status_reason"] is None
+
+    res = runner.invoke(app, ["models", "list", *opts])
+    assert res.exit_code == 0, res.output
+    assert "│ rejected " in res.stdout and "│ held " in res.stdout
+    assert f"{b} rejected: {failed}" in res.stdout  # the reasons, below the table
+    assert f"{c} held: retrain: gate passed; promotion is off" in res.stdout
+
+    res = runner.invoke(app, ["models", "show", b, *opts])
+    assert res.exit_code == 0, res.output
+    assert f"{b}  (rejected)" in res.stdout and f"  rejected: {failed}\n" in res.stdout
+    assert f"reject {b} (champion {a})" in res.stdout and '"far_measured": 0.03' in res.stdout
+
+    res = runner.invoke(app, ["models", "show", a, *opts, "--json"])
+    assert [d["action"] for d in json.loads(res.stdout)["decisions"]] == ["promote"]
+
+    res = runner.invoke(app, ["models", "promote", b, "--no-announce", *opts])
+    assert res.exit_code == 0, res.output
+    assert f"the gate had rejected {b} ({failed})" in res.stdout
+    assert Registry(root).champion() == b

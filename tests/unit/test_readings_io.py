@@ -1,16 +1,27 @@
-"""read_csv (time formats, separators, asset/label/channel columns, errors), to_windows,
-readings_from_arrays."""
+"""read_csv and read_parquet (time formats, separators, asset/label/channel columns,
+errors), read_readings (suffixes, folders), to_windows, readings_from_arrays."""
 
 from __future__ import annotations
 
 import math
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from stream_ae.errors import DataError
-from stream_ae.readings_io import Readings, read_csv, readings_from_arrays, to_windows
+from stream_ae.readings_io import (
+    Readings,
+    read_csv,
+    read_parquet,
+    read_readings,
+    readings_from_arrays,
+    to_windows,
+)
 from stream_ae.windowing import GridSpec
 
 NEW_YEAR = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -167,6 +178,193 @@ def test_select_keeps_labels_aligned(tmp_path: Path) -> None:
     assert normal.values.tolist() == [[1.0], [3.0]]
     assert normal.labels is not None
     assert normal.labels.tolist() == [0, 0]
+
+
+# -- read_parquet ----------------------------------------------------------------------------
+
+PLANT_CSV = (
+    "timestamp,asset_id,vibration,pressure,anomaly,changepoint\n"
+    "2025-01-01T00:00:00Z,p1,1.5,6.0,0,0\n"
+    "2025-01-01T00:00:01.250Z,p2,,6.1,1,1\n"
+    "2025-01-01T00:00:02Z,p1,1.25,-2,0,0\n"
+)
+PLANT_TS = [NEW_YEAR, NEW_YEAR + 1250, NEW_YEAR + 2000]
+
+
+def parquet_file(tmp_path: Path, columns: dict[str, Any], name: str = "plant.parquet") -> Path:
+    p = tmp_path / name
+    pq.write_table(pa.table(columns), p)
+    return p
+
+
+def plant_columns(time: pa.Array) -> dict[str, Any]:
+    return {
+        "timestamp": time,
+        "asset_id": pa.array(["p1", "p2", "p1"]),
+        "vibration": pa.array([1.5, None, 1.25]),
+        "pressure": pa.array([6.0, 6.1, -2.0]),
+        "anomaly": pa.array([0, 1, 0], pa.int8()),
+        "changepoint": pa.array([False, True, False]),
+    }
+
+
+def assert_same(a: Readings, b: Readings) -> None:
+    assert a.asset_ids == b.asset_ids
+    assert a.channels == b.channels
+    assert a.ts_ms.dtype == b.ts_ms.dtype == np.int64
+    assert a.ts_ms.tolist() == b.ts_ms.tolist()
+    assert a.values.dtype == b.values.dtype == np.float64
+    np.testing.assert_array_equal(a.values, b.values)  # NaN == NaN here
+    for x, y in ((a.labels, b.labels), (a.changepoints, b.changepoints)):
+        assert (x is None) == (y is None)
+        if x is not None and y is not None:
+            assert x.dtype == y.dtype == np.int8
+            assert x.tolist() == y.tolist()
+
+
+def _utc(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+NEW_YORK = timezone(timedelta(hours=-5))
+TIME_COLUMNS = {
+    "timestamp[ms, UTC]": pa.array([_utc(t) for t in PLANT_TS], pa.timestamp("ms", tz="UTC")),
+    "timestamp[us], no zone": pa.array(
+        [_utc(t).replace(tzinfo=None) for t in PLANT_TS], pa.timestamp("us")
+    ),
+    "timestamp[ns, -05:00]": pa.array(
+        [_utc(t).astimezone(NEW_YORK) for t in PLANT_TS], pa.timestamp("ns", tz="-05:00")
+    ),
+    "ISO text with zones": pa.array(
+        ["2025-01-01T00:00:00Z", "2024-12-31T19:00:01.250-05:00", "2025-01-01 00:00:02"]
+    ),
+    "epoch ms int64": pa.array(PLANT_TS, pa.int64()),
+    "epoch ms as dictionary text": pa.array([str(t) for t in PLANT_TS]).dictionary_encode(),
+}
+
+
+@pytest.mark.parametrize("kind", list(TIME_COLUMNS))
+def test_parquet_and_csv_of_the_same_data_read_the_same(tmp_path: Path, kind: str) -> None:
+    from_csv = read_csv(csv_file(tmp_path, PLANT_CSV))
+    from_parquet = read_parquet(parquet_file(tmp_path, plant_columns(TIME_COLUMNS[kind])))
+    assert from_parquet.ts_ms.tolist() == PLANT_TS
+    assert_same(from_parquet, from_csv)
+    assert_same(read_readings(tmp_path / "plant.parquet"), from_csv)
+
+
+def test_second_timestamps_and_dates(tmp_path: Path) -> None:
+    secs = pa.array([_utc(NEW_YEAR), _utc(NEW_YEAR + 5000)], pa.timestamp("s"))
+    r = read_parquet(parquet_file(tmp_path, {"ts": secs, "a": [1.0, 2.0]}))
+    assert r.ts_ms.tolist() == [NEW_YEAR, NEW_YEAR + 5000]
+    days = pa.array([date(2025, 1, 1), date(2025, 1, 2)], pa.date32())
+    r = read_parquet(parquet_file(tmp_path, {"time": days, "a": [1.0, 2.0]}))
+    assert r.ts_ms.tolist() == [NEW_YEAR, NEW_YEAR + 86_400_000]
+
+
+def test_sub_millisecond_timestamps_are_floored_like_the_decoder(tmp_path: Path) -> None:
+    ns = pa.array([1_999_999, -1], pa.int64()).cast(pa.timestamp("ns"))
+    r = read_parquet(parquet_file(tmp_path, {"timestamp": ns, "a": [1.0, 2.0]}))
+    assert r.ts_ms.tolist() == [1, -1]
+
+
+def test_parquet_column_options_types_and_default_asset(tmp_path: Path) -> None:
+    f = parquet_file(
+        tmp_path,
+        {
+            "when": pa.array([5000, 6000], pa.int32()),
+            "machine": pa.array(["m1", "m2"]).dictionary_encode(),
+            "rpm": pa.array([1500, None], pa.int64()),
+            "open": pa.array([True, False]),
+            "load": pa.array([1.5, 2.25], pa.float32()),
+            "bad": pa.array([None, 1], pa.int64()),
+        },
+        name="pump-07.pq",
+    )
+    r = read_readings(f, time_column="when", asset_column="machine", label_column="bad")
+    assert r.channels == ["rpm", "open", "load"]
+    assert r.asset_ids == ["m1", "m2"]
+    assert nan_as_none(r.values) == [[1500.0, 1.0, 1.5], [None, 0.0, 2.25]]
+    assert r.labels is not None
+    assert r.labels.tolist() == [0, 1]  # a null label counts as 0, like an empty CSV cell
+    r = read_parquet(f, time_column="when", channels=["load"])
+    assert r.asset_ids == ["pump-07", "pump-07"]  # "machine" is not the asset column here
+    assert r.values.tolist() == [[1.5], [2.25]]
+    assert r.labels is None and r.changepoints is None
+
+
+@pytest.mark.parametrize(
+    ("columns", "match"),
+    [
+        (
+            {"ts": [0, 1000], "a": [1.0, float("nan")]},
+            r"row 2, column 'a': value nan is not finite",
+        ),
+        ({"ts": [0, 1000], "a": [float("-inf"), 1.0]}, r"row 1, column 'a': value -inf"),
+        ({"ts": [0, None], "a": [1.0, 2.0]}, r"row 2, column 'ts': value is missing"),
+        ({"ts": ["2025-01-01", "yesterday"], "a": [1.0, 2.0]}, r"row 2, column 'ts': cannot"),
+        ({"ts": [0.0, 1000.0], "a": [1.0, 2.0]}, r"time column 'ts' is double"),
+        ({"ts": [0, 1000], "a": [1.0, 2.0], "status": ["ok", "ok"]}, r"column 'status' is string"),
+        ({"ts": [0], "asset_id": [None], "a": [1.0]}, r"row 1, column 'asset_id'"),
+        ({"ts": [0], "a": [1.0], "anomaly": [float("inf")]}, r"column 'anomaly'"),
+        ({"ts": [0], "a": [1.0], "anomaly": ["yes"]}, r"label column 'anomaly' is string"),
+        ({"when": [0], "a": [1.0]}, "no time column"),
+        ({"ts": pa.array([], pa.int64()), "a": pa.array([], pa.float64())}, "no data rows"),
+    ],
+)
+def test_parquet_errors_name_file_row_and_column(
+    tmp_path: Path, columns: dict[str, Any], match: str
+) -> None:
+    f = parquet_file(tmp_path, columns)
+    with pytest.raises(DataError, match=match) as err:
+        read_parquet(f)
+    assert "plant.parquet" in str(err.value)
+
+
+def test_parquet_file_level_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        read_parquet(tmp_path / "absent.parquet")
+    not_parquet = csv_file(tmp_path, PLANT_CSV, name="plant.parquet")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_parquet(not_parquet)
+    f = parquet_file(tmp_path, {"ts": [0], "a": [1.0]})
+    with pytest.raises(DataError, match=r"\['b'\] not in the header"):
+        read_parquet(f, channels=["a", "b"])
+
+
+# -- read_readings -----------------------------------------------------------------------------
+
+
+def test_a_folder_of_csv_and_parquet_files_is_read_in_name_order(tmp_path: Path) -> None:
+    csv_file(tmp_path, "timestamp,b,a,anomaly\n0,2,1,1\n", name="m1.csv")
+    parquet_file(tmp_path, {"ts": [1000], "a": [3.0], "b": [4.0]}, name="m2.pq")
+    (tmp_path / "notes.txt").write_text("not data")
+    (tmp_path / ".m0.csv").write_text("hidden")
+    r = read_readings(tmp_path)
+    assert r.asset_ids == ["m1", "m2"]
+    assert r.channels == ["b", "a"]  # the first file's order; the second is reordered
+    assert r.values.tolist() == [[2.0, 1.0], [4.0, 3.0]]
+    assert r.ts_ms.tolist() == [0, 1000]
+    assert r.labels is not None
+    assert r.labels.tolist() == [1, 0]  # a file without labels counts as normal
+    assert r.changepoints is None
+
+
+def test_a_folder_whose_files_have_different_channels_is_refused(tmp_path: Path) -> None:
+    csv_file(tmp_path, "timestamp,a,b\n0,1,2\n", name="m1.csv")
+    parquet_file(tmp_path, {"ts": [1000], "a": [3.0]}, name="m2.parquet")
+    with pytest.raises(DataError, match=r"m2\.parquet: channels \['a'\] differ") as err:
+        read_readings(tmp_path)
+    assert "--channels" in (err.value.hint or "")
+    assert read_readings(tmp_path, channels=["a"]).values.tolist() == [[1.0], [3.0]]
+
+
+def test_read_readings_path_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        read_readings(tmp_path / "absent.csv")
+    with pytest.raises(DataError, match=r"no \.csv, \.parquet or \.pq files"):
+        read_readings(tmp_path)
+    with pytest.raises(DataError, match=r"unknown file type '\.json'"):
+        read_readings(csv_file(tmp_path, "{}", name="plant.json"))
 
 
 # -- to_windows ------------------------------------------------------------------------------

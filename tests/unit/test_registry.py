@@ -262,6 +262,181 @@ def test_show(reg: Registry, three: list[str]) -> None:
     json.dumps(shown)  # all JSON
 
 
+# -- reject / hold -------------------------------------------------------------------------
+
+FAILED = {
+    "reason": "retrain: gate failed: false alarms 3% > 2 x target 0.5%",
+    "gate": {"far": 0.03},
+}
+
+
+def test_reject_and_hold_are_logged_but_leave_the_champion_pointer_alone(
+    reg: Registry, three: list[str]
+) -> None:
+    a, b, c = three
+    reg.promote(a, decision={"reason": "first"})
+    pointer = reg.root / CHAMPION_FILE
+    before = (pointer.read_bytes(), os.stat(pointer).st_ino)
+    reg.reject(b, decision=FAILED)
+    reg.hold(c, decision={"reason": "retrain: gate passed; promotion is off"})
+    assert (pointer.read_bytes(), os.stat(pointer).st_ino) == before  # not even replaced
+    assert reg.champion() == a
+    assert not list(reg.root.glob(".tmp-*"))
+
+    log = [json.loads(line) for line in (reg.root / DECISIONS_FILE).read_text().splitlines()]
+    assert log == reg.decisions()
+    assert [(r["seq"], r["action"], r["version"]) for r in log] == [
+        (1, "promote", a),
+        (2, "reject", b),
+        (3, "hold", c),
+    ]
+    assert log[1]["champion"] == a and "previous" not in log[1]
+    assert log[1]["decision"] == FAILED
+
+    infos = {i.version: i for i in reg.versions()}
+    assert [infos[v].status for v in three] == ["champion", "rejected", "held"]
+    assert infos[a].status_reason is None
+    assert infos[b].status_reason == FAILED["reason"]
+    assert infos[c].to_dict()["status_reason"] == "retrain: gate passed; promotion is off"
+
+    shown = reg.show(b)
+    assert shown["status"] == "rejected" and shown["status_reason"] == FAILED["reason"]
+    assert [d["action"] for d in shown["decisions"]] == ["reject"]
+    # the champion's decisions are its own, not the verdicts given while it served
+    assert [d["action"] for d in reg.show(a)["decisions"]] == ["promote"]
+
+
+def test_reject_without_a_champion_creates_no_pointer(reg: Registry, three: list[str]) -> None:
+    reg.reject(three[0], decision=FAILED)
+    assert not (reg.root / CHAMPION_FILE).exists()
+    assert reg.champion() is None
+    [rec] = reg.decisions()
+    assert rec["champion"] is None and rec["action"] == "reject"
+    assert [i.status for i in reg.versions()] == ["rejected", "candidate", "candidate"]
+
+
+def test_rejects_and_holds_do_not_change_the_champion_history(
+    reg: Registry, three: list[str]
+) -> None:
+    a, b, c = three
+    reg.promote(a, decision={})
+    reg.reject(c, decision=FAILED)
+    reg.promote(b, decision={})
+    reg.hold(c, decision={"reason": "held"})
+    reg.reject(c, decision=FAILED)
+    assert reg.champion() == b
+    assert registry_mod._champion_stack(reg.decisions()) == [a, b]
+    assert reg.rollback() == a  # not c: it was never champion
+    with pytest.raises(ArtifactError, match="only one champion"):
+        reg.rollback()
+    assert [i.status for i in reg.versions()] == ["champion", "retired", "rejected"]
+    # the latest verdict counts; a promotion overrides it
+    reg.hold(c, decision={"reason": "reviewed"})
+    assert reg.versions()[2].status == "held"
+    reg.promote(c, decision={"reason": "operator override"})
+    assert [i.status for i in reg.versions()] == ["retired", "retired", "champion"]
+    assert reg.versions()[2].status_reason is None
+    assert reg.rollback() == a
+
+
+def test_the_champion_cannot_be_rejected(reg: Registry, three: list[str]) -> None:
+    reg.promote(three[0], decision={})
+    for verdict in (reg.reject, reg.hold):
+        with pytest.raises(ConfigError, match="is the champion"):
+            verdict(three[0], decision=FAILED)
+    with pytest.raises(ArtifactError, match="is not registered"):
+        reg.reject("20990101T000000Z-deadbeef", decision=FAILED)
+    assert len(reg.decisions()) == 1
+
+
+def test_a_reject_that_cannot_be_written_changes_nothing(
+    reg: Registry, three: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg.promote(three[0], decision={})
+    log_path = reg.root / DECISIONS_FILE
+    before = log_path.read_bytes()
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", no_space)
+        with pytest.raises(ArtifactError, match=r"cannot append to .*nothing was changed"):
+            reg.reject(three[1], decision=FAILED)
+    assert log_path.read_bytes() == before
+    assert reg.champion() == three[0]
+
+
+def test_a_reject_completes_a_promotion_a_crash_interrupted(
+    reg: Registry, three: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, c = three
+    reg.promote(a, decision={})
+    with monkeypatch.context() as m:
+        m.setattr(Registry, "_replace_pointer", lambda self, tmp: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            reg.promote(b, decision={})
+    assert reg.champion() == a
+    reg.reject(c, decision=FAILED)  # any writer rolls forward first
+    assert reg.champion() == b
+    assert reg.decisions()[-1]["champion"] == b
+
+
+def test_torn_reject_line_is_ignored_then_dropped(reg: Registry, three: list[str]) -> None:
+    reg.promote(three[0], decision={})
+    reg.reject(three[1], decision=FAILED)
+    with (reg.root / DECISIONS_FILE).open("ab") as fh:
+        fh.write(b'{"seq": 3, "action": "reje')
+    assert [d["action"] for d in reg.decisions()] == ["promote", "reject"]
+    reg.reject(three[2], decision=FAILED)
+    assert [(d["seq"], d["action"]) for d in reg.decisions()] == [
+        (1, "promote"),
+        (2, "reject"),
+        (3, "reject"),
+    ]
+    assert reg.champion() == three[0]
+
+
+def test_a_log_written_before_rejects_existed_is_read_as_before(
+    reg: Registry, three: list[str]
+) -> None:
+    a, b, _ = three
+    old = [
+        {
+            "seq": 1,
+            "at": "2026-01-01T12:00:00.000+00:00",
+            "action": "promote",
+            "version": a,
+            "previous": None,
+            "decision": {"reason": "first"},
+        },
+        {
+            "seq": 2,
+            "at": "2026-01-01T12:01:00.000+00:00",
+            "action": "promote",
+            "version": b,
+            "previous": a,
+            "decision": {},
+        },
+    ]
+    (reg.root / DECISIONS_FILE).write_text(
+        "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in old)
+    )
+    (reg.root / CHAMPION_FILE).write_text(f"{b}\n")
+    assert reg.decisions() == old
+    assert [i.status for i in reg.versions()] == ["retired", "champion", "candidate"]
+    assert [d["seq"] for d in reg.show(a)["decisions"]] == [1, 2]
+    assert reg.rollback() == a
+
+
+def test_unknown_log_action_is_refused(reg: Registry, three: list[str]) -> None:
+    reg.promote(three[0], decision={})
+    with (reg.root / DECISIONS_FILE).open("ab") as fh:
+        fh.write(json.dumps({"seq": 2, "action": "veto", "version": three[1]}).encode() + b"\n")
+    with pytest.raises(ArtifactError, match=r"line 2 is not a decision record .*reject/hold"):
+        reg.decisions()
+
+
 # -- crash safety --------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from stream_ae.readings_io import Readings, readings_from_arrays
 from stream_ae.registry import Registry
 from stream_ae.settings import Settings, load_settings
 from stream_ae.simulate import Simulator
-from trainers.retrain import retrain
+from trainers.retrain import gate_failures, retrain
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,60 @@ def test_a_candidate_that_fails_the_gate_is_registered_but_not_promoted(
     )
     assert not result.passed and not result.promoted
     assert reg.champion() is None and told == []
+    assert not (reg.root / "CHAMPION").exists()
     assert [v.version for v in reg.versions()] == [result.version]
     gate = result.report["gate"]
     assert gate["far_measured"] > gate["far_target_per_window"] * gate["far_factor"]
+    # the rejection and its numbers are in the registry, not only in report.json
+    [rec] = reg.decisions()
+    assert (rec["action"], rec["version"], rec["champion"]) == ("reject", result.version, None)
+    assert rec["decision"]["gate"] == gate
+    assert rec["decision"]["source"] == "retrain"
+    reason = rec["decision"]["reason"]
+    assert reason.startswith("retrain: gate failed: false alarms on unseen recent normal")
+    assert f"{gate['far_measured']:.4%}" in reason
+    [info] = reg.versions()
+    assert info.status == "rejected" and info.status_reason == reason
+
+
+def test_a_candidate_that_passes_with_promotion_off_is_held(
+    readings: Readings, tmp_path: Path
+) -> None:
+    reg = Registry(tmp_path / "reg")
+    result = retrain(
+        readings,
+        _settings(),
+        source="sim",
+        registry=reg,
+        far_factor=1e9,
+        promote=False,
+        trigger="manual",
+    )
+    assert result.passed and not result.promoted
+    assert reg.champion() is None
+    [rec] = reg.decisions()
+    assert (rec["action"], rec["version"]) == ("hold", result.version)
+    assert rec["decision"]["gate"]["passed"] is True and rec["decision"]["trigger"] == "manual"
+    assert reg.versions()[0].status == "held"
+
+
+def test_gate_failures_name_each_broken_rule() -> None:
+    far = {
+        "far_target_per_window": 0.005,
+        "far_factor": 2.0,
+        "far_measured": 0.03,
+        "n_check_windows": 100,
+        "passed": False,
+        "rule": "r",
+    }
+    assert gate_failures(far) == [
+        "false alarms on unseen recent normal windows 3.0000% > 2 x target 0.5000%"
+    ]
+    assert gate_failures({**far, "n_check_windows": 0}) == [
+        "no held-out windows to measure false alarms on"
+    ]
+    golden = {"passed": False, "verdict": "candidate event_recall 0.000 < champion 1.000 - 0.05"}
+    both = {**far, "far_passed": False, "golden": golden}
+    assert gate_failures(both)[1] == f"golden set: {golden['verdict']}"
+    only_golden = {**far, "far_measured": 0.001, "far_passed": True, "golden": golden}
+    assert gate_failures(only_golden) == [f"golden set: {golden['verdict']}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from stream_ae.decide.drift import DriftMonitor
 
@@ -34,6 +35,7 @@ def test_no_drift_when_recent_data_looks_like_training() -> None:
     r = m.report()
     assert r["drifted"] is False
     assert r["input_shift_max"] < 0.5
+    assert 0 < r["drift_score"] < 1.0
     assert 0.5 < r["score_p50_ratio"] < 2.0
 
 
@@ -46,6 +48,8 @@ def test_a_level_shift_on_one_channel_is_reported_for_that_channel() -> None:
     assert r["drifted"] is True
     assert r["input_shift_channel"] == "b"
     assert r["input_shift_max"] > 4.0
+    assert r["drift_score"] == pytest.approx(r["input_shift_max"] / 3.0, abs=1e-3)
+    assert r["drift_score"] > 1.0
 
 
 def test_rising_scores_are_drift_even_with_stable_inputs() -> None:
@@ -55,6 +59,7 @@ def test_rising_scores_are_drift_even_with_stable_inputs() -> None:
         m.update(_windows(50, 10.0, 0.0, rng), rng.exponential(0.14, 50) * 5)
     r = m.report()
     assert r["drifted"] is True and r["score_p50_ratio"] > 2.0
+    assert r["drift_score"] == pytest.approx(r["score_p50_ratio"] / 2.0, abs=1e-3)
 
 
 def test_empty_monitor_reports_nothing() -> None:

@@ -1,0 +1,97 @@
+"""Artifacts with per-asset thresholds: saved, validated on load, served by the scorer's decider."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stream_ae.decide.threshold import AssetThreshold, AssetThresholds, ThresholdSpec
+from stream_ae.errors import ArtifactError
+from stream_ae.model.artifact import (
+    METADATA_FILE,
+    TrainedModel,
+    load_artifact,
+    new_metadata,
+    save_artifact,
+)
+from stream_ae.model.autoencoders import build_model
+from stream_ae.model.scaler import ChannelScaler
+from stream_ae.service import bind_model
+from stream_ae.settings import load_settings
+from stream_ae.windowing import WindowBatch
+
+FLEET = ThresholdSpec("quantile", {"q": 0.995, "n_scores": 5000}, 1.0)
+THRESHOLDS = AssetThresholds(
+    FLEET,
+    {
+        "pump-a": AssetThreshold(0.5, 2000, {"q": 0.995, "n_scores": 2000}),
+        "pump-c": AssetThreshold(2.0, 2500, {"q": 0.995, "n_scores": 2500}),
+    },
+    1000,
+)
+
+
+def _save(out_dir: Path, threshold: dict[str, object] | None) -> Path:
+    torch.manual_seed(0)
+    hparams = {"hidden": 4, "latent": 2}
+    model = build_model("conv", 2, 16, hparams)
+    scaler = ChannelScaler(np.zeros(2), np.ones(2))
+    meta = new_metadata(
+        model,
+        architecture="conv",
+        hparams=hparams,
+        channels=["temp", "vibration"],
+        sample_period_ms=100,
+        window=16,
+        hop=4,
+        scaler=scaler,
+        threshold=FLEET,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    if threshold is not None:
+        meta = meta.model_copy(update={"threshold": threshold})
+    return save_artifact(TrainedModel(model, scaler, meta), out_dir)
+
+
+def test_round_trip_and_the_scorer_decides_per_asset(tmp_path: Path) -> None:
+    path = _save(tmp_path, THRESHOLDS.to_dict())
+    loaded = load_artifact(path, device="cpu")
+    assert loaded.metadata.asset_thresholds == THRESHOLDS
+    assert loaded.threshold == FLEET  # threshold.value stays the fleet value
+    decider = bind_model(loaded, load_settings()).decider
+    assert decider.threshold == 1.0 and dict(decider.per_asset) == {"pump-a": 0.5, "pump-c": 2.0}
+    n = 3
+    w = WindowBatch(
+        ["pump-a", "pump-b", "pump-c"],
+        np.zeros(n, np.int64),
+        np.arange(n, dtype=np.int64),
+        np.arange(n, dtype=np.int64) + 1600,
+        np.zeros((n, 2, 16), np.float32),
+    )
+    np.testing.assert_array_equal(
+        decider.anomalous(np.array([0.75, 0.75, 1.5]), w), [True, False, False]
+    )
+
+
+def test_an_artifact_without_per_asset_thresholds_loads_unchanged(tmp_path: Path) -> None:
+    path = _save(tmp_path, None)
+    raw = json.loads((path / METADATA_FILE).read_text())
+    assert "per_asset" not in raw["threshold"]
+    loaded = load_artifact(path, device="cpu")
+    assert loaded.metadata.asset_thresholds == AssetThresholds(FLEET)
+    decider = bind_model(loaded, load_settings()).decider
+    assert decider.threshold == 1.0 and not decider.per_asset
+
+
+def test_bad_per_asset_metadata_is_refused_on_load(tmp_path: Path) -> None:
+    bad = THRESHOLDS.to_dict()
+    bad["per_asset"]["pump-c"]["value"] = "high"
+    path = _save(tmp_path, bad)
+    with pytest.raises(ArtifactError, match=r"threshold\.per_asset\.pump-c\.value") as err:
+        load_artifact(path, device="cpu")
+    assert str(path / METADATA_FILE) in str(err.value)
