@@ -163,10 +163,10 @@ class Pipeline:
         for d in out.dead_letters:
             m.dead_letters[d.reason] += 1
         windows = result.windows
+        if result.gaps and self.rebaseliner is not None:
+            self.rebaseliner.note_gaps(result.gaps)  # before scoring: exact per window
         if len(windows):
             self._score(windows, out, now_ms)
-        if result.gaps and self.rebaseliner is not None:
-            self.rebaseliner.reset(self._gap_keys(result))
         if result.gaps:
             q = quality_events(result.gaps, now_ms=now_ms, period_ms=self.model.spec.period_ms)
             out.quality.extend(q)
@@ -214,10 +214,6 @@ class Pipeline:
         out.windows += len(windows)
         self.metrics.windows += len(windows)
         self.metrics.events += len(out.events)
-
-    @staticmethod
-    def _gap_keys(result: StepResult) -> list[tuple[int, str]]:
-        return [(g.partition, g.asset_id) for g in result.gaps]
 
     def _skip_published(self, windows: WindowBatch) -> WindowBatch:
         marks = self.marks

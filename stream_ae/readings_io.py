@@ -22,6 +22,7 @@ from stream_ae.decode import parse_ts
 from stream_ae.errors import DataError
 from stream_ae.settings import Settings
 from stream_ae.windowing import GridSpec, WindowBatch, Windower
+from stream_ae.windowing.windower import Gap
 
 TIME_COLUMNS = ("timestamp", "datetime", "ts", "time")
 CSV_SUFFIXES = (".csv",)
@@ -409,6 +410,12 @@ def to_windows(readings: Readings, spec: GridSpec) -> WindowBatch:
 
     Readings are fed in time order (stable), so a file's row order does not matter
     and none is late."""
+    return windows_and_gaps(readings, spec)[0]
+
+
+def windows_and_gaps(readings: Readings, spec: GridSpec) -> tuple[WindowBatch, list[Gap]]:
+    """:func:`to_windows` plus the gaps the windower reported (holes beyond the fill
+    limit; the end of the data is not one)."""
     w = Windower(spec)
     n = len(readings)
     order = np.argsort(readings.ts_ms, kind="stable")
@@ -422,7 +429,8 @@ def to_windows(readings: Readings, spec: GridSpec) -> WindowBatch:
         now_ms=int(readings.ts_ms.max()) if n else 0,
     )
     rest = w.flush_all()
-    return concat_windows([first.windows, rest.windows], spec)
+    gaps = [g for g in first.gaps + rest.gaps if not g.silent]
+    return concat_windows([first.windows, rest.windows], spec), gaps
 
 
 def concat_windows(batches: Sequence[WindowBatch], spec: GridSpec) -> WindowBatch:

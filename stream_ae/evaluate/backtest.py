@@ -32,7 +32,13 @@ import numpy as np
 
 from stream_ae.evaluate.decisions import causal_rule, published_reach, published_rule
 from stream_ae.evaluate.smoothing import k_of_n
-from stream_ae.readings_io import Readings, read_csv, read_readings, to_windows
+from stream_ae.readings_io import (
+    Readings,
+    read_csv,
+    read_readings,
+    to_windows,
+    windows_and_gaps,
+)
 from stream_ae.windowing import GridSpec, WindowBatch
 from stream_ae.windowing.rebaseline import Rebaseliner
 
@@ -411,9 +417,10 @@ def stream_readings(
 ) -> FileRun:
     """:func:`stream_file` on readings already read."""
     spec = _spec(readings, model, period_ms)
-    windows = to_windows(readings, spec)
+    windows, gaps = windows_and_gaps(readings, spec)
     if rebaseline_s > 0:
         rb = Rebaseliner(int(rebaseline_s * 1000), np.asarray(scorer.scaler.mean, np.float64))
+        rb.note_gaps(gaps)  # a gap restarts the warm-up, as in the live scorer
         windows = rb.apply(windows)
     res = scorer.score(windows.values)
     pred = live_decisions(
