@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from stream_ae.decide.threshold import AssetThresholds
 from stream_ae.evaluate.decisions import causal_rule, published_reach, published_rule
 from stream_ae.evaluate.smoothing import k_of_n
 from stream_ae.readings_io import (
@@ -239,8 +240,12 @@ def score_rows(
     *,
     period_ms: int,
     rule: Rule,
+    per_asset: AssetThresholds | None = None,
 ) -> tuple[WindowBatch, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """→ windows, window scores, window shares, row predictions, rows counted."""
+    """→ windows, window scores, window shares, row predictions, rows counted.
+
+    ``per_asset`` (a model's per-asset thresholds, causal rule only) judges each
+    window by its asset's threshold, as the live Decider does."""
     spec = _spec(test, model, period_ms)
     windows = to_windows(test, spec)
     res = scorer.score(windows.values)
@@ -250,7 +255,7 @@ def score_rows(
             windows.asset_ids,
             windows.start_ms,
             res.scores,
-            threshold,
+            threshold if per_asset is None else per_asset.values_for(windows.asset_ids),
             model,
             period_ms=period_ms,
         )
@@ -364,9 +369,19 @@ def score_readings_with_artifact(
         spec,
         period_ms=md.sample_period_ms,
         rule="causal",
+        per_asset=md.asset_thresholds,
     )
+    used = md.asset_thresholds.values_for(windows.asset_ids)  # the fleet's where none own
     return file_run(
-        name, readings, windows, scores, shares, pred, md.threshold_spec.value, counted=counted
+        name,
+        readings,
+        windows,
+        scores,
+        shares,
+        pred,
+        md.threshold_spec.value,
+        counted=counted,
+        info={"window_thresholds": used},
     )
 
 

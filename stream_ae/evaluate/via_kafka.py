@@ -569,6 +569,11 @@ def compare(
     )
     mine = _by_window(ref.window_assets, ref.window_end_ms)
     theirs = _by_window(got.window_assets, got.window_end_ms)
+    # each window's threshold in process: per asset when the model has them
+    own_thresholds = np.asarray(
+        ref.info.get("window_thresholds", np.full(len(ref.window_scores), ref.threshold)),
+        np.float64,
+    )
     missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
     c.missing, c.extra = len(missing), len(extra)
     c.examples += [f"window only in-process: {_label(k)}" for k in missing[:SHOW]]
@@ -581,7 +586,7 @@ def compare(
         c.max_score_diff = float(diff.max())
         c.scores_differ = int((~np.isclose(b, a, rtol=SCORE_RTOL, atol=SCORE_ATOL)).sum())
         used = np.asarray(got.info["thresholds"])[[theirs[k] for k in both]]
-        c.thresholds_differ = int((used != ref.threshold).sum())
+        c.thresholds_differ = int((used != own_thresholds[[mine[k] for k in both]]).sum())
     differ = np.flatnonzero(ref.pred != got.pred)
     c.decisions_differ = len(differ)
     c.examples += [
@@ -594,7 +599,7 @@ def compare(
         ref.window_assets,
         ref.window_end_ms - spec.window * period_ms,
         ref.window_scores,
-        ref.threshold,
+        own_thresholds,
         spec,
     )
     expected = {k for k, i in mine.items() if alarms[i]}

@@ -95,3 +95,37 @@ def test_bad_per_asset_metadata_is_refused_on_load(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=r"threshold\.per_asset\.pump-c\.value") as err:
         load_artifact(path, device="cpu")
     assert str(path / METADATA_FILE) in str(err.value)
+
+
+def test_the_file_backtest_judges_each_asset_by_its_own_threshold(tmp_path: Path) -> None:
+    """`stream-ae evaluate --csv … --model` decides as the live scorer does: with the
+    model's per-asset thresholds (pump-a 0.5, pump-c 2.0, fleet 1.0)."""
+    from stream_ae.evaluate.backtest import score_readings_with_artifact
+    from stream_ae.readings_io import Readings
+
+    loaded = load_artifact(_save(tmp_path, THRESHOLDS.to_dict()), device="cpu")
+    rng = np.random.default_rng(0)
+    n = 64  # per asset, 100 ms apart
+    assets = ["pump-a", "pump-b", "pump-c"]
+    ts = np.tile(1_700_000_000_000 + 100 * np.arange(n, dtype=np.int64), len(assets))
+    readings = Readings(
+        [a for a in assets for _ in range(n)],
+        ts,
+        rng.normal(0, 1, (n * len(assets), 2)),
+        ["temp", "vibration"],
+    )
+    run = score_readings_with_artifact("three pumps", readings, loaded)
+    used = run.info["window_thresholds"]
+    win_assets = np.asarray(run.window_assets)
+    assert len(used) == len(run.window_scores) == len(win_assets) > 0
+    own = {"pump-a": 0.5, "pump-b": 1.0, "pump-c": 2.0}
+    rows = np.asarray(readings.asset_ids)
+    for a in assets:
+        np.testing.assert_array_equal(used[win_assets == a], own[a])
+        # a reading alarms only when its own asset's window beats that asset's threshold
+        above = run.window_scores[win_assets == a] > own[a]
+        assert run.pred[rows == a].any() == above.any()
+    scores = run.window_scores
+    # the per-asset thresholds matter here: judged by the fleet value alone, pump-a or
+    # pump-c would be decided differently
+    assert ((scores[win_assets == "pump-a"] > 0.5) != (scores[win_assets == "pump-a"] > 1.0)).any()
