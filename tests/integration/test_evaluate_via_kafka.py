@@ -142,3 +142,49 @@ def test_via_kafka_gives_the_in_process_windows_scores_and_decisions(
                 assert 0 < ref.pred.sum() < len(ref.pred)
     finally:
         Admin(kafka).delete_topics([t for f in via["files"] for t in f["topics"]])
+
+
+def test_streaming_with_rebaselining_over_a_gap_is_the_same_through_the_broker(
+    kafka_bootstrap: str, skab_dir: Path, tmp_path: Path
+) -> None:
+    """skab-streaming's first two files (other/1, and other/2 with its 247 s gap),
+    plain and with warm-up re-baselining: the scorer's windows, scores and decisions
+    equal the in-process ones. A gap restarts the warm-up at the first window after
+    it, wherever the scorer's batches split the stream (they used to differ)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_AE_")}
+    out = subprocess.run(
+        [
+            str(EXE),
+            "--set",
+            f"kafka.bootstrap_servers={kafka_bootstrap}",
+            "evaluate",
+            "--protocol",
+            "skab-streaming",
+            "--data",
+            str(skab_dir),
+            "--files",
+            "2",
+            "--epochs",
+            "2",
+            "--via-kafka",
+            "--flush-idle-s",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for variant in ("plain", "rebaseline_300s"):
+        via = result[variant]["via_kafka"]
+        assert via["equal"], json.dumps(via, indent=1)[:4000]
+        files = [f for seed in via["seeds"] for f in seed["files"]]
+        assert [f["name"] for f in files] == ["other/1.csv", "other/2.csv"]
+        for f in files:
+            assert f["windows_in_process"] == f["windows_via_kafka"] > 300
+            assert f["missing"] == f["extra"] == f["decisions_differ"] == 0
