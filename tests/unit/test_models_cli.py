@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 import typer
+from tiny_models import T0, tiny_artifact
 from typer.testing import CliRunner
 
 from stream_ae.cli import models_cmd
 from stream_ae.decide.threshold import ThresholdSpec
 from stream_ae.errors import ArtifactError, ConfigError
-from stream_ae.model.artifact import TrainedModel, new_metadata, save_artifact
-from stream_ae.model.autoencoders import build_model
-from stream_ae.model.scaler import ChannelScaler
 from stream_ae.registry import Registry
 
 runner = CliRunner()
@@ -37,23 +33,7 @@ POT = ThresholdSpec(
 
 
 def _artifact(out_dir: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    hparams = {"hidden": 4, "latent": 2}
-    model = build_model("conv", 2, 16, hparams)
-    scaler = ChannelScaler(np.zeros(2), np.ones(2))
-    meta = new_metadata(
-        model,
-        architecture="conv",
-        hparams=hparams,
-        channels=["temp", "vibration"],
-        sample_period_ms=100,
-        window=16,
-        hop=4,
-        scaler=scaler,
-        threshold=POT,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=seed),
-    )
-    return save_artifact(TrainedModel(model, scaler, meta), out_dir)
+    return tiny_artifact(out_dir, threshold=POT, seed=seed, created_at=T0 + timedelta(minutes=seed))
 
 
 @pytest.fixture

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-import torch
 import typer
+from tiny_models import tiny_artifact
 from typer.testing import CliRunner
 
 from stream_ae.cli import models_cmd
 from stream_ae.decide.threshold import AssetThreshold, AssetThresholds, ThresholdSpec
-from stream_ae.model.artifact import TrainedModel, new_metadata, save_artifact
-from stream_ae.model.autoencoders import build_model
-from stream_ae.model.scaler import ChannelScaler
 from stream_ae.registry import Registry
 
 runner = CliRunner()
@@ -23,24 +18,7 @@ FLEET = ThresholdSpec("quantile", {"q": 0.995, "n_scores": 90_000}, 1.0)
 
 
 def _register(tmp_path: Path, thresholds: AssetThresholds) -> tuple[Path, str]:
-    torch.manual_seed(0)
-    hparams = {"hidden": 4, "latent": 2}
-    model = build_model("conv", 2, 16, hparams)
-    scaler = ChannelScaler(np.zeros(2), np.ones(2))
-    meta = new_metadata(
-        model,
-        architecture="conv",
-        hparams=hparams,
-        channels=["temp", "vibration"],
-        sample_period_ms=100,
-        window=16,
-        hop=4,
-        scaler=scaler,
-        threshold=FLEET,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    meta = meta.model_copy(update={"threshold": thresholds.to_dict()})
-    path = save_artifact(TrainedModel(model, scaler, meta), tmp_path / "art")
+    path = tiny_artifact(tmp_path / "art", threshold=FLEET, threshold_section=thresholds.to_dict())
     root = tmp_path / "reg"
     return root, Registry(root).register(path, report={})
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from tiny_models import tiny_artifact
 
 from stream_ae import registry as registry_mod
 from stream_ae.decide.threshold import ThresholdSpec
@@ -25,13 +25,8 @@ from stream_ae.model.artifact import (
     METADATA_FILE,
     WEIGHTS_FILE,
     ArtifactMetadata,
-    TrainedModel,
-    new_metadata,
-    save_artifact,
     sha256_file,
 )
-from stream_ae.model.autoencoders import build_model
-from stream_ae.model.scaler import ChannelScaler
 from stream_ae.registry import (
     CHAMPION_FILE,
     DECISIONS_FILE,
@@ -46,23 +41,14 @@ HPARAMS = {"hidden": 4, "latent": 2}
 
 def make_artifact(out_dir: Path, seed: int) -> Path:
     """Save a tiny conv model (weights from ``seed``) created ``seed`` minutes after T0."""
-    torch.manual_seed(seed)
-    model = build_model("conv", 2, 16, HPARAMS)
-    scaler = ChannelScaler(np.zeros(2), np.ones(2))
-    meta = new_metadata(
-        model,
-        architecture="conv",
-        hparams=HPARAMS,
-        channels=["a", "b"],
-        sample_period_ms=100,
-        window=16,
-        hop=4,
-        scaler=scaler,
+    return tiny_artifact(
+        out_dir,
         threshold=ThresholdSpec("quantile", {"q": 0.99, "n_scores": 100}, 1.0 + seed),
+        seed=seed,
+        channels=("a", "b"),
         metrics={"val_loss": 0.5 + seed},
         created_at=T0 + timedelta(minutes=seed),
     )
-    return save_artifact(TrainedModel(model, scaler, meta), out_dir)
 
 
 @pytest.fixture

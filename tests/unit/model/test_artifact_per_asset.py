@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from tiny_models import tiny_artifact
 
 from stream_ae.decide.threshold import AssetThreshold, AssetThresholds, ThresholdSpec
 from stream_ae.errors import ArtifactError
 from stream_ae.model.artifact import (
     METADATA_FILE,
-    TrainedModel,
     load_artifact,
-    new_metadata,
-    save_artifact,
 )
-from stream_ae.model.autoencoders import build_model
-from stream_ae.model.scaler import ChannelScaler
 from stream_ae.service import bind_model
 from stream_ae.settings import load_settings
 from stream_ae.windowing import WindowBatch
@@ -37,25 +31,7 @@ THRESHOLDS = AssetThresholds(
 
 
 def _save(out_dir: Path, threshold: dict[str, object] | None) -> Path:
-    torch.manual_seed(0)
-    hparams = {"hidden": 4, "latent": 2}
-    model = build_model("conv", 2, 16, hparams)
-    scaler = ChannelScaler(np.zeros(2), np.ones(2))
-    meta = new_metadata(
-        model,
-        architecture="conv",
-        hparams=hparams,
-        channels=["temp", "vibration"],
-        sample_period_ms=100,
-        window=16,
-        hop=4,
-        scaler=scaler,
-        threshold=FLEET,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    if threshold is not None:
-        meta = meta.model_copy(update={"threshold": threshold})
-    return save_artifact(TrainedModel(model, scaler, meta), out_dir)
+    return tiny_artifact(out_dir, threshold=FLEET, threshold_section=threshold)
 
 
 def test_round_trip_and_the_scorer_decides_per_asset(tmp_path: Path) -> None:
