@@ -35,6 +35,7 @@ and the check cannot fail; the reason is written down.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +67,12 @@ __all__ = [
 
 #: the metric the gate compares (see the module docstring for why)
 METRIC = "event_recall"
+#: A false-alarm rate (percent of the golden set's normal readings) above which the
+#: golden set is probably not the plant the model was trained on: a warning, not a
+#: verdict (the false-alarm gate judges false alarms on the plant's own data).
+SUSPECT_FAR_PCT = 20.0
+
+log = logging.getLogger(__name__)
 LABEL_COLUMN = "anomaly"
 #: simulated golden sets start here (fixed, so the same spec gives the same data)
 SIM_START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -364,8 +371,17 @@ def golden_check(
             f"candidate {METRIC} {c_val:.3f} {'>=' if passed else '<'} champion "
             f"{champ[METRIC] or 0.0:.3f} - {tolerance:g}: {'passed' if passed else 'failed'}"
         )
+    warnings = []
+    if cand["far_pct"] > SUSPECT_FAR_PCT:
+        warnings.append(
+            f"the candidate alarms on {cand['far_pct']:.1f} % of the golden set's normal "
+            "readings: they do not look like the data it was trained on. Is it the same "
+            "plant? For sim:SEED use the seed and asset count of the simulated plant"
+        )
+        log.warning("golden set %s: %s", golden.source, warnings[-1])
     return {
         "set": golden.describe(),
+        "warnings": warnings,
         "metric": METRIC,
         "tolerance": tolerance,
         "candidate": cand,

@@ -163,6 +163,8 @@ def _golden_rows(table: Table, g: dict[str, Any]) -> None:
     table.add_row(name, numbers(champ) if champ else f"not scored: {escape(g['champion_skipped'])}")
     colour = "green" if g["passed"] else "red"
     table.add_row("golden check", f"[{colour}]{escape(g['verdict'])}[/]")
+    for w in g.get("warnings", []):
+        table.add_row("golden warning", f"[yellow]{escape(w)}[/]")
 
 
 def register_trainer(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from stream_ae.registry import Registry
 from stream_ae.settings import Settings, load_settings
 from stream_ae.simulate import FaultSpec, Simulator, write_csv
 from trainers.golden import (
+    SUSPECT_FAR_PCT,
     GoldenPart,
     GoldenSet,
     _project,
@@ -329,3 +330,43 @@ def test_retrain_command_prints_the_golden_lines(
     assert "golden: candidate" in out and f"golden: champion {first[1].version}" in out
     assert result.exit_code == 0, out
     assert "event recall" in out and "- 0.1" in out
+
+
+def test_a_golden_set_from_another_plant_is_flagged_in_the_report(
+    champion: LoadedModel,
+) -> None:
+    """Same simulator, other seed: other pumps, whose normal readings the model never
+    saw — the report warns instead of quietly comparing on meaningless data."""
+    own = golden_check(
+        golden_from_simulator(
+            3,
+            assets=2,
+            steps=1200,
+            sample_period_ms=1000,
+            name="own",
+            start_ts_ms=G0,
+            faults=_faults(),
+        ),
+        champion,
+        None,
+        _settings(),
+        tolerance=0.05,
+    )
+    other = golden_check(
+        golden_from_simulator(
+            11,
+            assets=2,
+            steps=1200,
+            sample_period_ms=1000,
+            name="other",
+            start_ts_ms=G0,
+            faults=_faults(),
+        ),
+        champion,
+        None,
+        _settings(),
+        tolerance=0.05,
+    )
+    assert own["candidate"]["far_pct"] <= SUSPECT_FAR_PCT and own["warnings"] == []
+    assert other["candidate"]["far_pct"] > SUSPECT_FAR_PCT
+    assert "same plant" in other["warnings"][0]
