@@ -193,6 +193,10 @@ class TrainerSettings(_Section):
     #: Target false alarms per window for calibration and the promotion gate.
     far_target: float = Field(default=0.005, gt=0, lt=1)
     far_factor: float = Field(default=2.0, gt=0)
+    #: Alarm budget in false alarms per asset per day instead: when set, it replaces
+    #: far_target, converted with the window hop (hop x sample period) — e.g. 0.1 =
+    #: one exceeding window per asset every 10 days.
+    far_per_day: float | None = Field(default=None, gt=0)
     #: Give each asset with enough calibration windows its own threshold (same
     #: method); the others keep the fleet threshold. Off by default: a tail
     #: quantile from one asset's few hundred windows is noisy, and the pooled

@@ -155,6 +155,7 @@ class TrainerService:
             method=s.trainer.threshold_method,
             far_target=s.trainer.far_target,
             far_factor=s.trainer.far_factor,
+            far_per_day=s.trainer.far_per_day,
             promote=s.trainer.promote,
             announce=self._announce,
             exclude=exclude,

@@ -30,16 +30,35 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--channels", help="Comma-separated channels.")
         ] = None,
         sep: Annotated[str, typer.Option("--sep")] = ",",
-        registry: Annotated[Path, typer.Option("--registry", help="Registry folder.")] = Path(
-            "registry"
-        ),
-        method: Annotated[str, typer.Option("--method", help="quantile or pot.")] = "quantile",
+        registry: Annotated[
+            Path | None,
+            typer.Option("--registry", help="Registry folder (default trainer.registry)."),
+        ] = None,
+        method: Annotated[
+            str | None,
+            typer.Option("--method", help="quantile or pot (default trainer.threshold_method)."),
+        ] = None,
         far_target: Annotated[
-            float, typer.Option("--far-target", help="Target false alarms per window.")
-        ] = 0.005,
+            float | None,
+            typer.Option(
+                "--far-target",
+                help="Target false alarms per window (default trainer.far_target).",
+            ),
+        ] = None,
+        far_per_day: Annotated[
+            float | None,
+            typer.Option(
+                "--far-per-day",
+                help="Instead: target false alarms per asset per day (trainer.far_per_day).",
+            ),
+        ] = None,
         far_factor: Annotated[
-            float, typer.Option("--far-factor", help="Gate: measured FAR <= factor x target.")
-        ] = 2.0,
+            float | None,
+            typer.Option(
+                "--far-factor",
+                help="Gate: measured FAR <= factor x target (default trainer.far_factor).",
+            ),
+        ] = None,
         promote: Annotated[
             bool, typer.Option("--promote/--no-promote", help="Promote when the gate passes.")
         ] = True,
@@ -70,14 +89,24 @@ def register(app: typer.Typer) -> None:
         from stream_ae.registry import Registry
         from trainers.retrain import retrain as run_retrain
 
-        if method not in ("quantile", "pot"):
+        if method not in (None, "quantile", "pot"):
             raise ConfigError(f"--method {method!r}: use quantile or pot")
         settings = get_settings(
             {
                 "train": {"epochs": epochs},
-                "trainer": {"golden_set": golden, "golden_tolerance": golden_tolerance},
+                "trainer": {
+                    "golden_set": golden,
+                    "golden_tolerance": golden_tolerance,
+                    "registry": registry,
+                    "threshold_method": method,
+                    "far_target": far_target,
+                    "far_factor": far_factor,
+                    # an explicit per-window target wins over a configured daily budget
+                    **({"far_per_day": far_per_day} if far_target is None else {}),
+                },
             }
         )
+        tr = settings.trainer
         chans = [c.strip() for c in channels.split(",")] if channels else None
         if (csv is None) == (topic_start is None):
             raise DataError("give exactly one source: --csv FILE or --from TIME [--to TIME]")
@@ -90,7 +119,7 @@ def register(app: typer.Typer) -> None:
 
             readings, source = read_topic(settings, topic_start or "", topic_end, chans)
         console.print(f"retraining on {len(readings):,} readings from {source}")
-        reg = Registry(registry)
+        reg = Registry(tr.registry)
 
         def say(version: str) -> None:
             from stream_ae.cli.models_cmd import _announce
@@ -105,9 +134,10 @@ def register(app: typer.Typer) -> None:
             settings,
             source=source,
             registry=reg,
-            method=method,  # type: ignore[arg-type]
-            far_target=far_target,
-            far_factor=far_factor,
+            method=tr.threshold_method,
+            far_target=tr.far_target,
+            far_factor=tr.far_factor,
+            far_per_day=None if far_target is not None else tr.far_per_day,
             promote=promote,
             announce=say if announce else None,
             progress=progress,
@@ -119,7 +149,13 @@ def register(app: typer.Typer) -> None:
         table.add_row("threshold", json.dumps(result.report["threshold"]))
         table.add_row(
             "false alarms on unseen recent normal windows",
-            f"{gate['far_measured']:.4%} (target {far_target:.4%}, gate x{far_factor:g})",
+            f"{gate['far_measured']:.4%} (target {gate['far_target_per_window']:.4%}"
+            + (
+                f" = {gate['far_target_per_day']:g}/asset/day"
+                if gate.get("far_target_per_day")
+                else ""
+            )
+            + f", gate x{gate['far_factor']:g})",
         )
         per_asset = gate.get("per_asset")
         if per_asset is not None:
@@ -134,7 +170,7 @@ def register(app: typer.Typer) -> None:
         if gate.get("golden") is not None:
             _golden_rows(table, gate["golden"])
         table.add_row("gate", "[green]passed[/]" if result.passed else "[red]failed[/]")
-        table.add_row("registry", f"{registry} ({_verdict(result)})")
+        table.add_row("registry", f"{tr.registry} ({_verdict(result)})")
         console.print(table)
         if not result.passed:
             raise typer.Exit(1)

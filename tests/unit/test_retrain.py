@@ -122,3 +122,56 @@ def test_gate_failures_name_each_broken_rule() -> None:
     assert gate_failures(both)[1] == f"golden set: {golden['verdict']}"
     only_golden = {**far, "far_measured": 0.001, "far_passed": True, "golden": golden}
     assert gate_failures(only_golden) == [f"golden set: {golden['verdict']}"]
+
+
+def test_a_daily_alarm_budget_becomes_the_per_window_target(
+    readings: Readings, tmp_path: Path
+) -> None:
+    """10 alarms per asset per day with a window every 8 s (hop 8 x 1 s)."""
+    result = retrain(
+        readings,
+        _settings(),
+        source="sim",
+        registry=Registry(tmp_path / "reg"),
+        far_factor=1e9,
+        far_per_day=10.0,
+    )
+    gate = result.report["gate"]
+    assert gate["far_target_per_day"] == 10.0
+    assert gate["far_target_per_window"] == pytest.approx(10.0 * 8000 / 86_400_000)
+    assert gate["far_measured_per_day"] == pytest.approx(gate["far_measured"] * 86_400_000 / 8000)
+    assert result.report["threshold"]["params"]["q"] == pytest.approx(1 - 10.0 * 8000 / 86_400_000)
+
+
+def test_the_retrain_command_takes_its_defaults_from_the_settings_tree(
+    readings: Readings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from stream_ae import cli
+    from stream_ae.simulate import write_csv
+
+    monkeypatch.chdir(tmp_path)
+    write_csv(
+        tmp_path / "normal.csv",
+        [Simulator(2, seed=3, start_ts_ms=1_764_000_000_000).step_block(2400)],
+    )
+    state = (cli._State.config, cli._State.overrides, cli._State.log_level)
+    try:
+        result = CliRunner().invoke(
+            cli.app,
+            [
+                *("--set", "window.size=16", "--set", "window.hop=2", "--set", "train.epochs=2"),
+                *("--set", "trainer.registry=from-settings", "--set", "trainer.far_per_day=10"),
+                *("--set", "trainer.threshold_method=pot", "--set", "trainer.far_factor=1e9"),
+                *("retrain", "--csv", "normal.csv", "--no-announce"),
+            ],
+            env={"COLUMNS": "250"},
+        )
+    finally:
+        cli._State.config, cli._State.overrides, cli._State.log_level = state
+    assert result.exit_code == 0, result.output
+    assert "10/asset/day" in result.output and "from-settings (promoted)" in result.output
+    [info] = Registry(tmp_path / "from-settings").versions()
+    shown = Registry(tmp_path / "from-settings").show(info.version)
+    assert shown["metadata"]["threshold"]["method"] == "pot"
