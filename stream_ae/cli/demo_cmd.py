@@ -149,7 +149,10 @@ def run_demo(
         period = settings.window.sample_period_ms
         stream_steps = int(minutes * 60_000 / period)
         train_steps = int(train_hours * 3_600_000 / period)
-        now = int(time.time() * 1000) // period * period
+        # aligned to the window hop: windows then fall on the same readings in every
+        # run, so the same seed gives the same model, threshold and events
+        grid = period * settings.window.hop
+        now = int(time.time() * 1000) // grid * grid
         stream_start = now - stream_steps * period
         sim_start = stream_start - train_steps * period
         faults = []
