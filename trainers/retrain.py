@@ -45,7 +45,7 @@ from stream_ae.decide.threshold import (
     far_by_asset,
     rate_per_window_from_daily,
 )
-from stream_ae.errors import DataError
+from stream_ae.errors import ConfigError, DataError
 from stream_ae.readings_io import Readings
 from stream_ae.registry import Registry
 from stream_ae.settings import Settings
@@ -113,6 +113,12 @@ def retrain(
 
     hop_ms = settings.window.hop * settings.window.sample_period_ms
     if far_per_day is not None:  # a budget per asset per day, as the plant states it
+        if far_per_day * hop_ms >= MS_PER_DAY:
+            raise ConfigError(
+                f"trainer.far_per_day={far_per_day:g} allows every window to alarm: an asset "
+                f"has only {MS_PER_DAY / hop_ms:g} windows a day (hop {hop_ms} ms)",
+                hint="set trainer.far_per_day (--far-per-day) to a small budget, e.g. 0.1",
+            )
         far_target = rate_per_window_from_daily(far_per_day, hop_ms)
     golden_set = resolve_golden(golden, settings, readings.channels)  # fail before training
     windows, data_info = training_windows(readings, settings)

@@ -175,3 +175,15 @@ def test_the_retrain_command_takes_its_defaults_from_the_settings_tree(
     [info] = Registry(tmp_path / "from-settings").versions()
     shown = Registry(tmp_path / "from-settings").show(info.version)
     assert shown["metadata"]["threshold"]["method"] == "pot"
+
+
+def test_a_daily_budget_larger_than_the_windows_of_a_day_names_the_setting(
+    readings: Readings, tmp_path: Path
+) -> None:
+    from stream_ae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"trainer\.far_per_day=.*10800 windows a day"):
+        retrain(
+            readings, _settings(), source="sim", registry=Registry(tmp_path / "r"), far_per_day=2e4
+        )
+    assert not (tmp_path / "r").exists()  # refused before anything was trained or written
