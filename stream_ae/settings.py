@@ -215,6 +215,10 @@ class TrainerSettings(_Section):
     golden_set: str = ""
     #: Gate: candidate's event recall on the golden set >= champion's - this.
     golden_tolerance: float = Field(default=0.05, ge=0, le=1)
+    #: ... and its false-alarm rate on the golden set's normal readings <= the
+    #: champion's + this many percentage points (else an always-alarming candidate
+    #: would pass on recall alone).
+    golden_far_tolerance: float = Field(default=5.0, ge=0, le=100)
     #: Every this many seconds, score the last ``drift_lookback_s`` of readings with
     #: the champion and log its drift (``drift_score``: 1.0 = the drift monitor's own
     #: limits, inputs 3 training σ away or the median score doubled); 0 = no checks.

@@ -340,9 +340,11 @@ def golden_check(
     """The ``golden`` section of the gate: both models' numbers, the rule, the verdict.
 
     ``champion_error`` says why a registered champion could not be loaded."""
+    far_tol = settings.trainer.golden_far_tolerance
     rule = (
-        f"{METRIC} on the golden set >= the champion's - {tolerance:g} "
-        "(no champion, or one the golden set cannot score: recorded, cannot fail)"
+        f"{METRIC} on the golden set >= the champion's - {tolerance:g}, and its false-alarm "
+        f"rate there <= the champion's + {far_tol:g} points (no champion, or one the golden "
+        "set cannot score: recorded, cannot fail)"
     )
     missing = golden.missing(candidate.metadata.channels)
     if missing:
@@ -366,10 +368,16 @@ def golden_check(
         passed, verdict = True, f"not compared ({skipped}); recorded only"
     else:
         bar = (champ[METRIC] or 0.0) - tolerance
-        passed = c_val >= bar - 1e-9
+        recall_ok = c_val >= bar - 1e-9
+        # an always-alarming candidate "detects" every fault: its false alarms on the
+        # golden set's normal readings must not grow either
+        far_ok = cand["far_pct"] <= champ["far_pct"] + far_tol + 1e-9
+        passed = recall_ok and far_ok
         verdict = (
-            f"candidate {METRIC} {c_val:.3f} {'>=' if passed else '<'} champion "
-            f"{champ[METRIC] or 0.0:.3f} - {tolerance:g}: {'passed' if passed else 'failed'}"
+            f"candidate {METRIC} {c_val:.3f} {'>=' if recall_ok else '<'} champion "
+            f"{champ[METRIC] or 0.0:.3f} - {tolerance:g}, FAR {cand['far_pct']:.2f} % "
+            f"{'<=' if far_ok else '>'} champion {champ['far_pct']:.2f} % + {far_tol:g}: "
+            f"{'passed' if passed else 'failed'}"
         )
     warnings = []
     if cand["far_pct"] > SUSPECT_FAR_PCT:

@@ -117,3 +117,74 @@ def test_a_trigger_makes_the_running_trainer_retrain(env: Env, tmp_path: Path) -
     assert sorted(r["trigger"] for r in reports) == ["request", "schedule"]
     (asked,) = [r["trigger_detail"] for r in reports if r["trigger"] == "request"]
     assert (asked["by"], asked["reason"]) == ("test", "integration test")
+
+
+def test_per_asset_thresholds_and_the_golden_gate_reach_the_running_scorer(
+    env: Env, tmp_path: Path
+) -> None:
+    """A round with per-asset thresholds and a simulated golden set of the same fleet
+    (seed and asset count) against the champion: the gate's verdict follows its numbers
+    and is recorded; a scorer on the candidate, on the real broker, judges each asset's
+    windows by that asset's own threshold."""
+    from harness import N_ASSETS, SEED, events_of
+
+    registry = Registry(tmp_path / "registry")
+    champion = registry.register(env.model_path, report={"source": "session model"})
+    registry.promote(champion, decision={"reason": "test set-up"})
+    settings = env.settings(
+        window={"size": 32, "hop": 8},
+        train={"epochs": 6, "holdout_fraction": 0.5},
+        trainer={
+            "registry": registry.root,
+            "lookback_s": 8 * 3600,
+            "channels": CHANNELS,
+            "far_factor": 1e6,  # only the golden check decides here
+            "per_asset_thresholds": True,
+            "per_asset_min_windows": 20,
+            "golden_set": f"sim:{SEED},assets={N_ASSETS},duration=1h",
+        },
+    )
+    env.create_topics(settings)
+    msgs = stream_messages(simulator([FAULT]), 1200)
+    env.produce(settings, msgs)
+
+    result = TrainerService(settings).run_once()
+
+    gate = result.report["gate"]
+    golden = gate["golden"]
+    cand, champ = golden["candidate"], golden["champion"]
+    assert golden["champion_version"] == champion and champ is not None
+    assert cand["events"] == champ["events"] > 0
+    tol, far_tol = settings.trainer.golden_tolerance, settings.trainer.golden_far_tolerance
+    expected = (
+        cand["event_recall"] >= champ["event_recall"] - tol
+        and cand["far_pct"] <= champ["far_pct"] + far_tol
+    )
+    assert golden["passed"] is expected and result.promoted is expected, golden["verdict"]
+    last = registry.decisions()[-1]
+    assert (last["action"], last["version"]) == (
+        ("promote" if expected else "reject"),
+        result.version,
+    )
+    assert last["decision"]["gate"]["golden"]["candidate"] == cand
+
+    assert gate["per_asset"]["assets_own"] >= 2, gate["per_asset"]
+    md = load_artifact(registry.path_of(result.version), device="cpu").metadata
+    own = dict(md.asset_thresholds.lookup)
+    fleet = md.threshold_spec.value
+    assert len(own) >= 2 and any(v != fleet for v in own.values())
+
+    scoring = env.settings(
+        window={"size": 32, "hop": 8},
+        model={"path": registry.path_of(result.version)},
+        scorer={"group_id": f"{env.run}-candidate"},
+    )
+    scorer = ScorerThread(scoring).start()
+    scorer.wait_for(len(msgs))
+    scorer.stop()
+    events = [e for e in events_of(scoring) if e.model_version == result.version]
+    assert events, "the candidate raised no event on the injected bearing wear"
+    assert {e.threshold for e in events} - {fleet} <= set(own.values())
+    for e in events:
+        assert e.threshold == own.get(e.asset_id, fleet), e
+        assert e.score > e.threshold

@@ -230,8 +230,29 @@ def test_the_tolerance_decides_how_much_worse_a_candidate_may_be(
     assert strict["passed"] is False and "failed" in strict["verdict"]
     lenient = golden_check(golden, crippled, champion, _settings(), tolerance=1.0)
     assert lenient["passed"] is True
-    better = golden_check(golden, champion, crippled, _settings(), tolerance=0.0)
+    # recall alone (the false-alarm guard has its own test below)
+    recall_only = _settings(trainer={"golden_far_tolerance": 100.0})
+    better = golden_check(golden, champion, crippled, recall_only, tolerance=0.0)
     assert better["passed"] is True
+
+
+def _always_alarming(model: LoadedModel) -> LoadedModel:
+    threshold = {**model.metadata.threshold, "value": 0.0}
+    md = model.metadata.model_copy(update={"threshold": threshold})
+    return dataclasses.replace(model, metadata=md)
+
+
+def test_a_candidate_cannot_pass_by_alarming_on_everything(
+    golden: GoldenSet, champion: LoadedModel
+) -> None:
+    flood = _always_alarming(champion)
+    got = golden_check(golden, flood, champion, _settings(), tolerance=0.05)
+    cand, champ = got["candidate"], got["champion"]
+    assert cand["event_recall"] >= champ["event_recall"]  # recall alone would pass it
+    assert cand["far_pct"] > champ["far_pct"] + 5.0
+    assert got["passed"] is False and "FAR" in got["verdict"] and "failed" in got["verdict"]
+    lenient = _settings(trainer={"golden_far_tolerance": 100.0})
+    assert golden_check(golden, flood, champion, lenient, tolerance=0.05)["passed"] is True
 
 
 # ----------------------------------------------------------------------------- retrain
