@@ -59,6 +59,13 @@ def register(app: typer.Typer) -> None:
         sep: Annotated[str, typer.Option("--sep", help="CSV separator for --csv.")] = ",",
         label_column: Annotated[str, typer.Option("--label-column")] = "anomaly",
         time_column: Annotated[str | None, typer.Option("--time-column")] = None,
+        asset_column: Annotated[
+            str,
+            typer.Option(
+                "--asset-column",
+                help="--csv: column naming the asset (absent: the file's name is the asset).",
+            ),
+        ] = "asset_id",
         seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0",
         files: Annotated[
             int | None, typer.Option("--files", help="Only the first N files (quick runs).")
@@ -174,7 +181,18 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("--csv needs --model (an artifact folder)")
             assert csv is not None
             persist = (knobs["persistence_k"], knobs["persistence_n"])
-            result = _csv(csv, model, sep, label_column, time_column, delay, report, persist, via)
+            result = _csv(
+                csv,
+                model,
+                sep,
+                label_column,
+                time_column,
+                delay,
+                report,
+                persist,
+                via,
+                asset_column=asset_column,
+            )
         if as_json:
             print(json.dumps(result, default=str))
         if via is not None:
@@ -475,6 +493,8 @@ def _csv(
     report: Path | None,
     persistence: tuple[int, int] = (1, 1),
     via: Any = None,
+    *,
+    asset_column: str = "asset_id",
 ) -> dict[str, Any]:
     from stream_ae.evaluate.backtest import artifact_spec, score_readings_with_artifact
     from stream_ae.model.artifact import load_artifact
@@ -491,6 +511,7 @@ def _csv(
             sep=sep,
             label_column=label_column,
             time_column=time_column,
+            asset_column=asset_column,
             default_asset=p.stem,
         )
         t0 = time.perf_counter()
