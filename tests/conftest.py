@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,22 @@ def _one_torch_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def cli_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For tests that run the CLI in-process: no STREAM_AE_* from the caller, and the
+    CLI's global options (--config/--set/--log-level) and logging restored after."""
+    from stream_ae import cli
+
+    for name in list(os.environ):
+        if name.startswith("STREAM_AE_"):
+            monkeypatch.delenv(name)
+    root, ours = logging.getLogger(), logging.getLogger("stream_ae")
+    saved = (list(root.handlers), root.level, ours.level)
+    state = (cli._State.config, cli._State.overrides, cli._State.log_level)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    ours.setLevel(saved[2])
+    cli._State.config, cli._State.overrides, cli._State.log_level = state

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -31,6 +32,27 @@ EXE = Path(sys.executable).with_name("stream-ae")
 #: other/1.csv: the model (fitted on its first 400 rows) flags part of it, so decisions
 #: and persistence matter; valve1/0.csv: scores around 1e4, where float tolerance does
 FILES = ("other/1.csv", "valve1/0.csv")
+
+
+def _evaluate(bootstrap: str, cwd: Path, *args: str) -> dict[str, Any]:
+    """`stream-ae evaluate ARGS --via-kafka --flush-idle-s 3 --json` as a subprocess (the
+    real command, the session broker); its exit status must be 0 (paths equal)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_AE_")}
+    out = subprocess.run(
+        [
+            *(str(EXE), "--set", f"kafka.bootstrap_servers={bootstrap}", "evaluate", *args),
+            *("--via-kafka", "--flush-idle-s", "3", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+        cwd=cwd,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -60,34 +82,11 @@ def test_via_kafka_gives_the_in_process_windows_scores_and_decisions(
     data.mkdir()
     for f in FILES:
         shutil.copy(skab_dir / f, data / f.replace("/", "_"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_AE_")}
-    out = subprocess.run(
-        [
-            str(EXE),
-            "--set",
-            f"kafka.bootstrap_servers={kafka_bootstrap}",
-            "evaluate",
-            "--csv",
-            str(data),
-            "--model",
-            str(skab_model),
-            "--sep",
-            ";",
-            "--via-kafka",
-            "--keep-topics",
-            "--flush-idle-s",
-            "3",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-        cwd=tmp_path,
+    result = _evaluate(
+        kafka_bootstrap,
+        tmp_path,
+        *("--csv", str(data), "--model", str(skab_model), "--sep", ";", "--keep-topics"),
     )
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     via = result["via_kafka"]
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     try:
@@ -151,35 +150,12 @@ def test_streaming_with_rebaselining_over_a_gap_is_the_same_through_the_broker(
     plain and with warm-up re-baselining: the scorer's windows, scores and decisions
     equal the in-process ones. A gap restarts the warm-up at the first window after
     it, wherever the scorer's batches split the stream (they used to differ)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_AE_")}
-    out = subprocess.run(
-        [
-            str(EXE),
-            "--set",
-            f"kafka.bootstrap_servers={kafka_bootstrap}",
-            "evaluate",
-            "--protocol",
-            "skab-streaming",
-            "--data",
-            str(skab_dir),
-            "--files",
-            "2",
-            "--epochs",
-            "2",
-            "--via-kafka",
-            "--flush-idle-s",
-            "3",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-        cwd=tmp_path,
+    result = _evaluate(
+        kafka_bootstrap,
+        tmp_path,
+        *("--protocol", "skab-streaming", "--data", str(skab_dir), "--files", "2"),
+        *("--epochs", "2"),
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     for variant in ("plain", "rebaseline_300s"):
         via = result[variant]["via_kafka"]
         assert via["equal"], json.dumps(via, indent=1)[:4000]

@@ -7,11 +7,9 @@ did try to connect would fail fast rather than hang.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,21 +23,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def isolated(cli_state: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No STREAM_AE_* from the caller, no config file in cwd; CLI/global logging restored."""
-    for name in list(os.environ):
-        if name.startswith("STREAM_AE_"):
-            monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    ours = logging.getLogger("stream_ae")
-    saved = (list(root.handlers), root.level, ours.level)
-    state = (cli._State.config, cli._State.overrides, cli._State.log_level)
-    yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    ours.setLevel(saved[2])
-    cli._State.config, cli._State.overrides, cli._State.log_level = state
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:

@@ -324,7 +324,10 @@ def test_a_crippled_candidate_is_registered_but_not_promoted(
 
 
 def test_retrain_command_prints_the_golden_lines(
-    first: tuple[Path, RetrainResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    first: tuple[Path, RetrainResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli_state: None,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     shutil.copytree(first[0], tmp_path / "reg")
@@ -332,20 +335,16 @@ def test_retrain_command_prints_the_golden_lines(
     write_csv(tmp_path / "normal.csv", [normal.step_block(TRAIN_STEPS)])
     sim = Simulator(2, seed=3, start_ts_ms=G0, faults=_faults())
     write_csv(tmp_path / "golden.csv", [sim.step_block(1200)])
-    state = (cli._State.config, cli._State.overrides, cli._State.log_level)
-    try:
-        result = CliRunner().invoke(
-            cli.app,
-            [
-                *("--set", "window.size=16", "--set", "window.hop=8", "--set", "train.seed=4"),
-                *("retrain", "--csv", "normal.csv", "--registry", "reg", "--epochs", "2"),
-                *("--far-factor", "1e9", "--no-announce", "--golden", "golden.csv"),
-                *("--golden-tolerance", "0.1"),
-            ],
-            env={"COLUMNS": "250"},
-        )
-    finally:
-        cli._State.config, cli._State.overrides, cli._State.log_level = state
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            *("--set", "window.size=16", "--set", "window.hop=8", "--set", "train.seed=4"),
+            *("retrain", "--csv", "normal.csv", "--registry", "reg", "--epochs", "2"),
+            *("--far-factor", "1e9", "--no-announce", "--golden", "golden.csv"),
+            *("--golden-tolerance", "0.1"),
+        ],
+        env={"COLUMNS": "250"},
+    )
     out = result.output
     assert "golden set" in out and "2 labelled faults" in out, out
     assert "golden: candidate" in out and f"golden: champion {first[1].version}" in out
@@ -358,36 +357,20 @@ def test_a_golden_set_from_another_plant_is_flagged_in_the_report(
 ) -> None:
     """Same simulator, other seed: other pumps, whose normal readings the model never
     saw — the report warns instead of quietly comparing on meaningless data."""
-    own = golden_check(
-        golden_from_simulator(
-            3,
+
+    def check(seed: int) -> dict[str, Any]:
+        sim = golden_from_simulator(
+            seed,
             assets=2,
             steps=1200,
             sample_period_ms=1000,
-            name="own",
+            name=f"seed {seed}",
             start_ts_ms=G0,
             faults=_faults(),
-        ),
-        champion,
-        None,
-        _settings(),
-        tolerance=0.05,
-    )
-    other = golden_check(
-        golden_from_simulator(
-            11,
-            assets=2,
-            steps=1200,
-            sample_period_ms=1000,
-            name="other",
-            start_ts_ms=G0,
-            faults=_faults(),
-        ),
-        champion,
-        None,
-        _settings(),
-        tolerance=0.05,
-    )
+        )
+        return golden_check(sim, champion, None, _settings(), tolerance=0.05)
+
+    own, other = check(3), check(11)  # the champion's plant is seed 3
     assert own["candidate"]["far_pct"] <= SUSPECT_FAR_PCT and own["warnings"] == []
     assert other["candidate"]["far_pct"] > SUSPECT_FAR_PCT
     assert "same plant" in other["warnings"][0]

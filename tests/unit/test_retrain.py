@@ -144,7 +144,7 @@ def test_a_daily_alarm_budget_becomes_the_per_window_target(
 
 
 def test_the_retrain_command_takes_its_defaults_from_the_settings_tree(
-    readings: Readings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    readings: Readings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_state: None
 ) -> None:
     from typer.testing import CliRunner
 
@@ -156,20 +156,16 @@ def test_the_retrain_command_takes_its_defaults_from_the_settings_tree(
         tmp_path / "normal.csv",
         [Simulator(2, seed=3, start_ts_ms=1_764_000_000_000).step_block(2400)],
     )
-    state = (cli._State.config, cli._State.overrides, cli._State.log_level)
-    try:
-        result = CliRunner().invoke(
-            cli.app,
-            [
-                *("--set", "window.size=16", "--set", "window.hop=2", "--set", "train.epochs=2"),
-                *("--set", "trainer.registry=from-settings", "--set", "trainer.far_per_day=10"),
-                *("--set", "trainer.threshold_method=pot", "--set", "trainer.far_factor=1e9"),
-                *("retrain", "--csv", "normal.csv", "--no-announce"),
-            ],
-            env={"COLUMNS": "250"},
-        )
-    finally:
-        cli._State.config, cli._State.overrides, cli._State.log_level = state
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            *("--set", "window.size=16", "--set", "window.hop=2", "--set", "train.epochs=2"),
+            *("--set", "trainer.registry=from-settings", "--set", "trainer.far_per_day=10"),
+            *("--set", "trainer.threshold_method=pot", "--set", "trainer.far_factor=1e9"),
+            *("retrain", "--csv", "normal.csv", "--no-announce"),
+        ],
+        env={"COLUMNS": "250"},
+    )
     assert result.exit_code == 0, result.output
     assert "10/asset/day" in result.output and "from-settings (promoted)" in result.output
     [info] = Registry(tmp_path / "from-settings").versions()

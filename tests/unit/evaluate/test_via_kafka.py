@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -337,24 +336,6 @@ def test_live_decisions_are_per_asset() -> None:
 
 
 # -- the command ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No STREAM_AE_* from the caller; the CLI's global options and logging restored."""
-    import logging
-
-    for name in list(os.environ):
-        if name.startswith("STREAM_AE_"):
-            monkeypatch.delenv(name)
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level, logging.getLogger("stream_ae").level)
-    state = (cli._State.config, cli._State.overrides, cli._State.log_level)
-    yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    logging.getLogger("stream_ae").setLevel(saved[2])
-    cli._State.config, cli._State.overrides, cli._State.log_level = state
 
 
 @pytest.mark.parametrize("protocol", ["skab-published", "skab-causal"])
