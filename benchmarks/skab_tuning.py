@@ -23,7 +23,7 @@ and ``fit_model``'s threshold exactly before the grid is searched. Metrics are
 pooled over segments with :mod:`stream_ae.evaluate.metrics`.
 
 ``real`` runs the three SKAB protocols with given settings through the same
-backtest functions (``fit_model``, ``score_rows``, ``fit_on_file``,
+backtest functions (``fit_model``, ``score_rows``,
 ``stream_file``) plus optional k-of-n smoothing for the causal rule.
 
     .venv/bin/python benchmarks/skab_tuning.py tune --seeds 0
@@ -47,6 +47,7 @@ import numpy as np
 
 from stream_ae.decide.threshold import calibrate_quantile
 from stream_ae.evaluate.backtest import (
+    DEFAULT_SKAB,
     SKAB_TRAIN_ROWS,
     ModelSpec,
     Rule,
@@ -55,13 +56,13 @@ from stream_ae.evaluate.backtest import (
     fit_model,
     score_rows,
     skab_files,
+    skab_readings,
 )
 from stream_ae.evaluate.decisions import causal_rule, published_rule
 from stream_ae.evaluate.metrics import Evaluation, evaluate_file
 from stream_ae.evaluate.smoothing import k_of_n
 from stream_ae.readings_io import Readings, read_csv, to_windows
 
-DEFAULT_SKAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "skab"
 PERIOD_MS = 1000
 KINDS = ("step", "ramp", "variance", "multi_shift", "drift")
 
@@ -430,7 +431,7 @@ def cmd_real(args: argparse.Namespace) -> None:
     for seed in seeds:
         totals = {name: Evaluation() for name, *_ in settings}
         for p in paths:
-            rd = read_csv(p, sep=";", default_asset=f"{p.parent.name}/{p.stem}")
+            rd = skab_readings(p)
             train, test = _rows(rd, 0, SKAB_TRAIN_ROWS), _rows(rd, SKAB_TRAIN_ROWS)
             fits: dict[int, tuple[Any, np.ndarray]] = {}
             for name, rule, w, q, f, d, k, n in settings:
@@ -496,9 +497,7 @@ def cmd_real(args: argparse.Namespace) -> None:
                     error_norm=args.error_norm,
                 )
                 if w not in sfits:
-                    scorer, thr0 = fit_model(
-                        af, spec, period_ms=PERIOD_MS, seed=seed
-                    )  # = fit_on_file
+                    scorer, thr0 = fit_model(af, spec, period_ms=PERIOD_MS, seed=seed)
                     sfits[w] = (scorer, holdout_scores(af, scorer, spec))
                     assert math.isclose(threshold_of(sfits[w][1], q, f), thr0, rel_tol=1e-9)
                 scorer, hold = sfits[w]

@@ -49,7 +49,7 @@ from stream_ae.settings import Settings
 from stream_ae.windowing import GridSpec
 
 if TYPE_CHECKING:
-    from stream_ae.model.artifact import LoadedModel
+    from stream_ae.model.artifact import ArtifactMetadata, LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,19 @@ def load_model(settings: Settings) -> LoadedModel:
     return load()
 
 
+def model_grid(md: ArtifactMetadata, settings: Settings) -> GridSpec:
+    """A model's windowing: period, W and H from the artifact, lateness and gap
+    filling from the settings (the scorer's, and anything that windows like it)."""
+    return GridSpec(
+        period_ms=md.sample_period_ms,
+        size=md.window,
+        hop=md.hop,
+        lateness_ms=settings.window.allowed_lateness_ms,
+        fill_limit=settings.window.fill_limit,
+        n_channels=len(md.channels),
+    )
+
+
 def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
     """Grid and decision rules for a model: W, H and the period come from the artifact."""
     from functools import partial
@@ -99,14 +112,7 @@ def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
 
     md = loaded.metadata
     thresholds = md.asset_thresholds
-    spec = GridSpec(
-        period_ms=md.sample_period_ms,
-        size=md.window,
-        hop=md.hop,
-        lateness_ms=settings.window.allowed_lateness_ms,
-        fill_limit=settings.window.fill_limit,
-        n_channels=len(md.channels),
-    )
+    spec = model_grid(md, settings)
     decider = Decider(
         threshold=thresholds.fleet.value,
         per_asset=thresholds.lookup,

@@ -36,9 +36,9 @@ from stream_ae.io.kafka import ControlWatcher, publish_control, read_range
 from stream_ae.readings_io import Readings, read_topic, to_windows
 from stream_ae.registry import Registry
 from stream_ae.schemas import AnomalyEvent, FeedbackEvent
-from stream_ae.service import announce_champion, ensure_control_topic
+from stream_ae.service import announce_champion, ensure_control_topic, model_grid
 from stream_ae.settings import Settings
-from stream_ae.windowing import GridSpec, WindowBatch
+from stream_ae.windowing import WindowBatch
 from trainers.exclusions import Exclusions, exclusion_mask
 from trainers.retrain import RetrainResult, retrain
 
@@ -233,16 +233,7 @@ class TrainerService:
         readings = Readings(
             readings.asset_ids, readings.ts_ms, readings.values[:, cols], list(md.channels)
         )
-        w = self.settings.window
-        spec = GridSpec(
-            period_ms=md.sample_period_ms,
-            size=md.window,
-            hop=md.hop,
-            lateness_ms=w.allowed_lateness_ms,
-            fill_limit=w.fill_limit,
-            n_channels=len(md.channels),
-        )
-        windows = to_windows(readings, spec)
+        windows = to_windows(readings, model_grid(md, self.settings))
         if not len(windows):
             return {"windows": 0, "drifted": False}
         scores = np.asarray(loaded.scorer.score(windows.values).scores)

@@ -169,20 +169,13 @@ def register(app: typer.Typer) -> None:
         from stream_ae.model.artifact import load_artifact
         from stream_ae.model.latents import latents
         from stream_ae.readings_io import read_readings, to_windows
-        from stream_ae.windowing import GridSpec
+        from stream_ae.service import model_grid
 
         settings = get_settings()
         loaded = load_artifact(model, device=settings.model.device)
         md = loaded.metadata
         readings = read_readings(csv, channels=md.channels, sep=sep)
-        spec = GridSpec(
-            period_ms=md.sample_period_ms,
-            size=md.window,
-            hop=md.hop,
-            lateness_ms=settings.window.allowed_lateness_ms,
-            fill_limit=settings.window.fill_limit,
-            n_channels=len(md.channels),
-        )
+        spec = model_grid(md, settings)
         windows = to_windows(readings, spec)
         vectors = latents(loaded.scorer, windows.values)
         sink = out.open("wb") if out else sys.stdout.buffer

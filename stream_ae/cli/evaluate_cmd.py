@@ -16,7 +16,6 @@ from rich.table import Table
 console = Console(stderr=True)
 
 PROTOCOLS = ("skab-published", "skab-causal", "skab-streaming")
-DEFAULT_SKAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "skab"
 
 RULE_NOTES = {
     "skab-published": (
@@ -157,52 +156,56 @@ def register(app: typer.Typer) -> None:
         if protocol is not None and protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
         via = _broker_eval(protocol, keep_topics, flush_idle_s) if via_kafka else None
-        if protocol is not None:
-            root = data or DEFAULT_SKAB
-            if protocol == "skab-streaming":
-                result = _skab_streaming(
-                    root,
-                    seed_list,
-                    files,
-                    window,
-                    epochs,
-                    delay,
-                    rebaseline_s,
-                    report,
-                    knobs,
-                    via,
-                )
+        try:
+            if protocol is not None:
+                from stream_ae.evaluate.backtest import DEFAULT_SKAB
+
+                root = data or DEFAULT_SKAB
+                if protocol == "skab-streaming":
+                    result = _skab_streaming(
+                        root,
+                        seed_list,
+                        files,
+                        window,
+                        epochs,
+                        delay,
+                        rebaseline_s,
+                        report,
+                        knobs,
+                        via,
+                    )
+                else:
+                    result = _skab(
+                        protocol, root, seed_list, files, window, epochs, delay, report, knobs
+                    )
             else:
-                result = _skab(
-                    protocol, root, seed_list, files, window, epochs, delay, report, knobs
+                if model is None:
+                    raise ConfigError("--csv needs --model (an artifact folder)")
+                assert csv is not None
+                persist = (knobs["persistence_k"], knobs["persistence_n"])
+                result = _csv(
+                    csv,
+                    model,
+                    sep,
+                    label_column,
+                    time_column,
+                    delay,
+                    report,
+                    persist,
+                    via,
+                    asset_column=asset_column,
                 )
-        else:
-            if model is None:
-                raise ConfigError("--csv needs --model (an artifact folder)")
-            assert csv is not None
-            persist = (knobs["persistence_k"], knobs["persistence_n"])
-            result = _csv(
-                csv,
-                model,
-                sep,
-                label_column,
-                time_column,
-                delay,
-                report,
-                persist,
-                via,
-                asset_column=asset_column,
-            )
+        finally:
+            if via is not None:
+                via.close()  # its temporary folder, on failure too
         if as_json:
             print(json.dumps(result, default=str))
-        if via is not None:
-            via.close()
-            if not _via_equal(result):
-                console.print(
-                    "[bold red]the broker path differs from the in-process one[/] "
-                    "(tables above; --json has the details)"
-                )
-                raise typer.Exit(1)
+        if via is not None and not _via_equal(result):
+            console.print(
+                "[bold red]the broker path differs from the in-process one[/] "
+                "(tables above; --json has the details)"
+            )
+            raise typer.Exit(1)
 
 
 def _broker_eval(protocol: str | None, keep_topics: bool, flush_idle_s: float) -> Any:

@@ -36,7 +36,6 @@ from stream_ae.evaluate.smoothing import k_of_n
 from stream_ae.readings_io import (
     Readings,
     read_csv,
-    read_readings,
     to_windows,
     windows_and_gaps,
 )
@@ -46,6 +45,8 @@ from stream_ae.windowing.rebaseline import Rebaseliner
 Rule = Literal["published", "causal"]
 
 SKAB_TRAIN_ROWS = 400
+#: SKAB beside the checkout (read-only, never copied into the project)
+DEFAULT_SKAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "skab"
 SKAB_FOLDERS = ("valve1", "valve2", "other")
 
 
@@ -289,7 +290,7 @@ def run_split_file(
     period_ms: int = 1000,
 ) -> FileRun:
     """SKAB protocol for one file: fit on the first ``train_rows`` rows, test on the rest."""
-    readings = read_csv(path, sep=sep, default_asset=f"{path.parent.name}/{path.stem}")
+    readings = skab_readings(path, sep=sep)
     train, test = _rows(readings, 0, train_rows), _rows(readings, train_rows)
     t0 = time.perf_counter()
     scorer, threshold = fit_model(train, model, period_ms=period_ms, seed=seed)
@@ -309,30 +310,6 @@ def run_split_file(
         counted=counted,
         train_seconds=fit_s,
         info={"published_reach": int(published_reach(n, model.window).sum())},
-    )
-
-
-def score_file_with_artifact(
-    path: Path,
-    loaded: Any,
-    *,
-    sep: str = ",",
-    label_column: str = "anomaly",
-    time_column: str | None = None,
-    delay: int = 0,
-    persistence: tuple[int, int] = (1, 1),
-) -> FileRun:
-    """A labelled CSV or Parquet file scored by a saved model with the live (causal) rule."""
-    readings = read_readings(
-        path,
-        channels=loaded.metadata.channels,
-        sep=sep,
-        label_column=label_column,
-        time_column=time_column,
-        default_asset=path.stem,
-    )
-    return score_readings_with_artifact(
-        path.name, readings, loaded, delay=delay, persistence=persistence
     )
 
 
@@ -383,13 +360,6 @@ def score_readings_with_artifact(
         counted=counted,
         info={"window_thresholds": used},
     )
-
-
-def fit_on_file(
-    path: Path, model: ModelSpec, *, seed: int, sep: str = ";", period_ms: int = 1000
-) -> tuple[Any, float]:
-    """Fit once on a whole file of normal data (``skab-streaming``: anomaly-free.csv)."""
-    return fit_model(read_csv(path, sep=sep), model, period_ms=period_ms, seed=seed)
 
 
 def stream_file(

@@ -460,17 +460,13 @@ def nab_raw_from_detections(
     d = ts[det].astype(np.float64)  # sorted, since ts never decreases
     n_windows = int(lo.size)
 
-    # Detections outside every window. lo and hi are both sorted and windows only
-    # touch at single instants, so the last window starting at or before d decides.
     if n_windows and d.size:
+        # Detections outside every window. lo and hi are both sorted and windows only
+        # touch at single instants, so the last window starting at or before d decides.
         j = np.searchsorted(lo, d, side="right") - 1
         inside = (j >= 0) & (d <= hi[np.maximum(j, 0)])
         false_alarms = int(np.count_nonzero(~inside))
-    else:
-        false_alarms = int(d.size)
-
-    # First detection at or after each window's start; a hit if it is <= the end.
-    if n_windows and d.size:
+        # First detection at or after each window's start; a hit if it is <= the end.
         k = np.searchsorted(d, lo, side="left")
         first = d[np.minimum(k, d.size - 1)]
         hit = (k < d.size) & (first <= hi)
@@ -478,6 +474,7 @@ def nab_raw_from_detections(
         safe = np.where(width > 0, width, 1.0)
         pos = np.where(width > 0, (first - lo) / safe, 0.0)[hit]
     else:
+        false_alarms = int(d.size)
         pos = np.zeros(0, dtype=np.float64)
     detected = int(pos.size)
     x = _x_of(pos, reference_steps)

@@ -57,7 +57,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -277,17 +276,6 @@ class BrokerEval:
         self._tmp = tempfile.TemporaryDirectory(prefix="stream-ae-eval-")
         self._dir = Path(self._tmp.name)
         (self._dir / "empty.toml").write_text("")
-
-    def __enter__(self) -> BrokerEval:
-        return self
-
-    def __exit__(
-        self,
-        _t: type[BaseException] | None,
-        _e: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Remove the run's temporary folder (scorer logs, saved models)."""

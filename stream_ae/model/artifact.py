@@ -35,7 +35,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from torch import nn
 
 from stream_ae.decide.threshold import AssetThresholds, ThresholdSpec
-from stream_ae.durable import fsync_dir, write_synced
+from stream_ae.durable import fsync_dir, read_verified, replace_synced, write_synced
 from stream_ae.errors import ArtifactError, StreamAEError
 from stream_ae.model.autoencoders import ARCHITECTURES
 from stream_ae.model.scaler import ChannelScaler
@@ -325,16 +325,9 @@ def write_current_pointer(out_dir: Path, version: str | Path) -> Path:
             hint=f"pass the name of a version directory inside {out_dir}",
         )
     pointer = out_dir / CURRENT_FILE
-    fd, tmp_name = tempfile.mkstemp(prefix=".current-", dir=out_dir)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(f"{name}\n".encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, pointer)
-        fsync_dir(out_dir)
+        replace_synced(pointer, f"{name}\n".encode())
     except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
         raise ArtifactError(f"cannot write {pointer}: {exc.strerror or exc}") from exc
     return pointer
 
@@ -494,19 +487,14 @@ def load_artifact(
         _check_channels(vdir, meta.channels, expected_channels)
 
     weights_path = vdir / WEIGHTS_FILE
-    try:
-        data = weights_path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"weights file {weights_path} is missing", hint=_RETRAIN) from exc
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {weights_path}: {exc.strerror or exc}") from exc
-    sha = hashlib.sha256(data).hexdigest()
-    if sha != meta.weights_sha256:
-        raise ArtifactError(
-            f"sha256 mismatch for {weights_path}: the weights file was modified or corrupted "
-            f"(metadata says {meta.weights_sha256}, file hashes to {sha})",
-            hint=_RETRAIN,
-        )
+    data = read_verified(
+        weights_path,
+        meta.weights_sha256,
+        missing=f"weights file {weights_path} is missing",
+        what="the weights file",
+        recorded_in="metadata",
+        hint=_RETRAIN,
+    )
 
     try:
         model = build_variant_model(

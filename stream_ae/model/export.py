@@ -65,6 +65,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from stream_ae.durable import replace_synced
 from stream_ae.errors import ArtifactError, ConfigError, DataError, StreamAEError
 from stream_ae.model import runtimes
 from stream_ae.model.artifact import load_artifact
@@ -430,20 +431,5 @@ def _updated_manifest(
 
 def _write_manifest(vdir: Path, manifest: ExportsManifest) -> Path:
     path = vdir / EXPORTS_FILE
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{EXPORTS_FILE}-", dir=vdir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write((manifest.model_dump_json(indent=2) + "\n").encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dfd = os.open(vdir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    replace_synced(path, (manifest.model_dump_json(indent=2) + "\n").encode(), mode=0o644)
     return path

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import logging
@@ -75,6 +74,7 @@ import torch
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from stream_ae.durable import read_verified
 from stream_ae.errors import ArtifactError, ConfigError
 from stream_ae.model.autoencoders import VariationalAutoencoder
 from stream_ae.model.scaler import ChannelScaler
@@ -608,22 +608,15 @@ def _load_export(vdir: Path, meta: ArtifactMetadata, fmt: str, precision: str) -
 
 def _read_verified(vdir: Path, record: ExportRecord, command: str) -> bytes:
     path = vdir / record.file
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ArtifactError(
-            f"export {path} named in {EXPORTS_FILE} is missing", hint=f"run `{command}`"
-        ) from exc
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    sha = hashlib.sha256(data).hexdigest()
-    if sha != record.sha256:
-        raise ArtifactError(
-            f"sha256 mismatch for {path}: the export was modified or corrupted "
-            f"({EXPORTS_FILE} says {record.sha256}, file hashes to {sha})",
-            hint=f"re-export: `{command}`",
-        )
-    return data
+    return read_verified(
+        path,
+        record.sha256,
+        missing=f"export {path} named in {EXPORTS_FILE} is missing",
+        what="the export",
+        recorded_in=EXPORTS_FILE,
+        hint=f"re-export: `{command}`",
+        missing_hint=f"run `{command}`",
+    )
 
 
 def attach_runtime(
