@@ -26,6 +26,7 @@ from stream_ae.schemas import (
     LatentRecord,
     MessageLike,
     ScoreRecord,
+    latent_records,
 )
 from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
 from stream_ae.windowing.rebaseline import Rebaseliner
@@ -196,19 +197,12 @@ class Pipeline:
         if self.publish_latents and self.model.encoder is not None:
             vectors = self.model.encoder(windows.values)
             out.latents.extend(
-                LatentRecord(
-                    asset_id=a,
-                    window_start_ms=s,
-                    window_end_ms=e,
-                    model_version=decider.model_version,
-                    vector=v,
-                )
-                for a, s, e, v in zip(
+                latent_records(
                     windows.asset_ids,
                     windows.start_ms.tolist(),
                     windows.end_ms.tolist(),
                     vectors.tolist(),
-                    strict=True,
+                    decider.model_version,
                 )
             )
         out.windows += len(windows)

@@ -8,6 +8,7 @@ takes a CSV or Parquet file, or a folder of them, by suffix.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -44,6 +45,11 @@ class Readings:
 
     def __len__(self) -> int:
         return len(self.asset_ids)
+
+    def project(self, channels: Sequence[str]) -> Readings:
+        """The same readings with only ``channels``, in that order (all must exist)."""
+        idx = [self.channels.index(c) for c in channels]
+        return dataclasses.replace(self, values=self.values[:, idx], channels=list(channels))
 
     def select(self, mask: np.ndarray) -> Readings:
         idx = np.flatnonzero(mask)
@@ -356,16 +362,16 @@ def read_readings(
     same channel columns. When only some files have a label (changepoint) column,
     the others count as 0, as an empty CSV cell does."""
     parts: list[Readings] = []
+    kw: dict[str, Any] = {
+        "channels": channels,
+        "time_column": time_column,
+        "asset_column": asset_column,
+        "label_column": label_column,
+        "changepoint_column": changepoint_column,
+        "default_asset": default_asset,
+    }
     for f in input_files(path):
         suffix = f.suffix.lower()
-        kw: dict[str, Any] = {
-            "channels": channels,
-            "time_column": time_column,
-            "asset_column": asset_column,
-            "label_column": label_column,
-            "changepoint_column": changepoint_column,
-            "default_asset": default_asset,
-        }
         if suffix in PARQUET_SUFFIXES:
             r = read_parquet(f, **kw)
         elif suffix in CSV_SUFFIXES:
@@ -381,8 +387,7 @@ def read_readings(
                     f"{f}: channels {r.channels} differ from {parts[0].channels} in the first file",
                     hint="pass --channels with the channels every file has",
                 )
-            order = [r.channels.index(c) for c in parts[0].channels]
-            r.values, r.channels = r.values[:, order], parts[0].channels
+            r = r.project(parts[0].channels)
         parts.append(r)
     return parts[0] if len(parts) == 1 else _concat(parts)
 

@@ -8,6 +8,7 @@ batch and narrow form) is decoded in :mod:`stream_ae.decode`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
@@ -82,6 +83,22 @@ class LatentRecord(msgspec.Struct, frozen=True, kw_only=True):
     window_end_ms: int
     model_version: str
     vector: list[float]
+
+
+def latent_records(
+    asset_ids: Sequence[str],
+    start_ms: Iterable[int],
+    end_ms: Iterable[int],
+    vectors: Iterable[list[float]],
+    model_version: str,
+) -> list[LatentRecord]:
+    """One :class:`LatentRecord` per window (the scorer's topic and ``stream-ae embed``)."""
+    return [
+        LatentRecord(
+            asset_id=a, window_start_ms=s, window_end_ms=e, model_version=model_version, vector=v
+        )
+        for a, s, e, v in zip(asset_ids, start_ms, end_ms, vectors, strict=True)
+    ]
 
 
 DataQualityKind = Literal["gap", "silent_asset"]

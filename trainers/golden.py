@@ -258,11 +258,6 @@ def golden_from_simulator(
 # ----------------------------------------------------------------------------- scoring
 
 
-def _project(readings: Readings, channels: Sequence[str]) -> Readings:
-    idx = [readings.channels.index(c) for c in channels]
-    return dataclasses.replace(readings, values=readings.values[:, idx], channels=list(channels))
-
-
 def score_golden(golden: GoldenSet, model: LoadedModel, settings: Settings) -> dict[str, Any]:
     """``model``'s detection on ``golden`` with its own windowing and decision rule.
 
@@ -276,7 +271,7 @@ def score_golden(golden: GoldenSet, model: LoadedModel, settings: Settings) -> d
     n_windows = n_alarms = 0
     for part in golden.parts:
         binding = bind_model(model, settings)  # fresh persistence state per file
-        readings = _project(part.readings, md.channels)
+        readings = part.readings.project(md.channels)
         assert readings.labels is not None
         windows = to_windows(readings, binding.spec)
         anomalous = np.zeros(len(windows), bool)

@@ -60,7 +60,6 @@ Method = Literal["quantile", "pot"]
 @dataclass
 class RetrainResult:
     version: str
-    registered: bool
     promoted: bool
     passed: bool
     report: dict[str, Any]
@@ -228,7 +227,7 @@ def retrain(
         else:
             reason = "retrain: gate failed: " + "; ".join(gate_failures(gate))
             registry.reject(version, decision={"reason": reason, **verdict})
-    return RetrainResult(version, True, promoted, passed, report)
+    return RetrainResult(version, promoted, passed, report)
 
 
 def gate_failures(gate: dict[str, Any]) -> list[str]:

@@ -32,7 +32,7 @@ import numpy as np
 from stream_ae import schemas
 from stream_ae.decide.drift import DriftMonitor
 from stream_ae.errors import ConfigError, DataError, StreamAEError
-from stream_ae.io.kafka import ControlWatcher, publish_control, read_range
+from stream_ae.io.kafka import ControlWatcher, iter_values, publish_control, read_range
 from stream_ae.readings_io import Readings, read_topic, to_windows
 from stream_ae.registry import Registry
 from stream_ae.schemas import AnomalyEvent, FeedbackEvent
@@ -87,9 +87,16 @@ class DriftCheck:
         }
 
 
+def _drift_report(md: Any, windows: WindowBatch, scores: np.ndarray) -> dict[str, Any]:
+    """Drift of these windows and the model's scores against its training period."""
+    monitor = DriftMonitor.from_metadata(md, horizon=len(scores))
+    monitor.update(windows.values, scores)
+    return monitor.report()
+
+
 def _read(settings: Settings, topic: str, start_ms: int) -> list[Any]:
     try:
-        return [m for b in read_range(settings.kafka, topic, start_ms=start_ms) for m in b]
+        return list(iter_values(read_range(settings.kafka, topic, start_ms=start_ms)))
     except StreamAEError as exc:  # a topic that does not exist yet holds nothing
         log.info("nothing read from %s: %s", topic, exc)
         return []
@@ -204,9 +211,7 @@ class TrainerService:
                 open_end_ms=now,
             )
             if scores is not None and loaded is not None:
-                monitor = DriftMonitor.from_metadata(loaded.metadata, horizon=len(scores))
-                monitor.update(windows.values, scores)
-                ex.drift = monitor.report()
+                ex.drift = _drift_report(loaded.metadata, windows, scores)
             return ex
 
         return exclude
@@ -229,17 +234,10 @@ class TrainerService:
         missing = [c for c in md.channels if c not in readings.channels]
         if missing:
             raise DataError(f"the recent readings lack the champion's channels {missing}")
-        cols = [readings.channels.index(c) for c in md.channels]
-        readings = Readings(
-            readings.asset_ids, readings.ts_ms, readings.values[:, cols], list(md.channels)
-        )
-        windows = to_windows(readings, model_grid(md, self.settings))
+        windows = to_windows(readings.project(md.channels), model_grid(md, self.settings))
         if not len(windows):
             return {"windows": 0, "drifted": False}
-        scores = np.asarray(loaded.scorer.score(windows.values).scores)
-        monitor = DriftMonitor.from_metadata(md, horizon=len(scores))
-        monitor.update(windows.values, scores)
-        return monitor.report()
+        return _drift_report(md, windows, np.asarray(loaded.scorer.score(windows.values).scores))
 
     def decide_drift(self, report: dict[str, Any], now_ms: int) -> tuple[bool, str]:
         """Whether a drift report starts a round (pure: settings and the time of the

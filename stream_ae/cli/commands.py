@@ -180,20 +180,13 @@ def register(app: typer.Typer) -> None:
         vectors = latents(loaded.scorer, windows.values)
         sink = out.open("wb") if out else sys.stdout.buffer
         try:
-            for a, s0, e0, v in zip(
+            for record in schemas.latent_records(
                 windows.asset_ids,
                 windows.start_ms.tolist(),
                 windows.end_ms.tolist(),
                 vectors.tolist(),
-                strict=True,
+                md.version,
             ):
-                record = schemas.LatentRecord(
-                    asset_id=a,
-                    window_start_ms=s0,
-                    window_end_ms=e0,
-                    model_version=md.version,
-                    vector=v,
-                )
                 sink.write(schemas.encode(record) + b"\n")
         finally:
             if out:

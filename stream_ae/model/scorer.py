@@ -163,7 +163,7 @@ class Scorer:
                 errors[start:stop] = self.chunk_errors(self.scaler.transform(arr[start:stop]))
         if self.scaler.error_scale is not None:
             errors /= self.scaler.error_scale.astype(np.float32)
-        return _result_from_errors(errors)
+        return result_from_errors(errors)
 
     def chunk_errors(self, scaled: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Per-channel errors ``(b, C)`` of one chunk of *scaled* windows ``(b, C, W)``.
@@ -193,7 +193,8 @@ def reconstruction_errors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (recon - x).square_().mean(dim=2)
 
 
-def _result_from_errors(errors: npt.NDArray[np.float32]) -> ScoreResult:
+def result_from_errors(errors: npt.NDArray[np.float32]) -> ScoreResult:
+    """Scores and channel shares from per-channel errors ``(B, C)`` (float32)."""
     scores = errors.mean(axis=1, dtype=np.float32)
     totals = errors.sum(axis=1, keepdims=True, dtype=np.float32)
     shares = np.full_like(errors, 1.0 / errors.shape[1])  # C >= 1: the scaler ensures it

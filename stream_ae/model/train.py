@@ -29,7 +29,7 @@ from stream_ae.errors import ConfigError, DataError
 from stream_ae.model.artifact import TrainedModel, new_metadata
 from stream_ae.model.autoencoders import build_model, resolve_hparams
 from stream_ae.model.scaler import ChannelScaler
-from stream_ae.model.scorer import Scorer, reconstruction_errors, resolve_device
+from stream_ae.model.scorer import Scorer, reconstruction_errors, resolve_device, result_from_errors
 from stream_ae.model.variants import VARIANTS, make_strategy
 
 __all__ = [
@@ -301,9 +301,11 @@ def fit_autoencoder(
     del train_x, val_x
 
     result = Scorer(model, scaler, dev).score(holdout_raw)
-    if error_norm == "holdout":
-        scaler = scaler.with_error_scale(ChannelScaler.error_scale_from(result.channel_errors))
-        result = Scorer(model, scaler, dev).score(holdout_raw)
+    if error_norm == "holdout":  # what Scorer.score does with the scale, without a 2nd pass
+        scale = ChannelScaler.error_scale_from(result.channel_errors)
+        scaler = scaler.with_error_scale(scale)
+        errors = result.channel_errors / scale.astype(np.float32)
+        result = result_from_errors(errors.astype(np.float32, copy=False))
     model = model.to("cpu").eval()
     scores = result.scores
     threshold = calibrate_quantile(scores, threshold_quantile)

@@ -27,7 +27,6 @@ from trainers.golden import (
     SUSPECT_FAR_PCT,
     GoldenPart,
     GoldenSet,
-    _project,
     golden_check,
     golden_from_simulator,
     load_golden,
@@ -200,7 +199,7 @@ def test_each_model_windows_the_golden_set_with_its_own_grid_and_channels(
     from stream_ae.training import train
 
     settings = _settings(window={"size": 24, "hop": 8})
-    path, _ = train(_project(readings, FOUR), settings, source="sim", out_dir=tmp_path)
+    path, _ = train(readings.project(FOUR), settings, source="sim", out_dir=tmp_path)
     other = load_artifact(path, device="cpu")
     out = golden_check(golden, other, champion, _settings(), tolerance=0.05)
     cand, champ = out["candidate"], out["champion"]
@@ -208,7 +207,7 @@ def test_each_model_windows_the_golden_set_with_its_own_grid_and_channels(
     assert (champ["window"], len(champ["channels"])) == (16, 8)
     assert cand["windows"] < champ["windows"]  # fewer, longer windows over the same data
     # a golden set without the champion's channels: the champion is skipped, with the reason
-    four = GoldenSet("four", (GoldenPart("four", _project(golden.parts[0].readings, FOUR)),))
+    four = GoldenSet("four", (GoldenPart("four", golden.parts[0].readings.project(FOUR)),))
     out = golden_check(four, other, champion, _settings(), tolerance=0.05)
     assert out["champion"] is None and out["passed"] is True
     assert "lacks the champion's channels" in out["champion_skipped"]

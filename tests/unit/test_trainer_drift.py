@@ -163,7 +163,7 @@ def _recording(
         assert now_ms is not None
         rounds.append((trigger, detail or {}))
         service.last_run_ms = now_ms
-        return RetrainResult("v", True, False, True, {})
+        return RetrainResult("v", False, True, {})
 
     monkeypatch.setattr(service, "run_once", run_once)
     monkeypatch.setattr(service, "recent_readings", lambda now_ms, channels: readings)
