@@ -62,7 +62,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -72,8 +71,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from stream_ae.decide.threshold import ThresholdSpec
 from stream_ae.durable import fsync_dir, write_synced
 from stream_ae.errors import ArtifactError, ConfigError, StreamAEError
@@ -82,6 +79,8 @@ from stream_ae.model.artifact import (
     WEIGHTS_FILE,
     ArtifactMetadata,
     load_artifact,
+    read_metadata,
+    safe_name,
     sha256_file,
 )
 
@@ -105,7 +104,6 @@ LOCK_FILE = ".lock"
 REPORT_FILE = "report.json"
 
 _TMP_PREFIX = ".tmp-"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _LIST_HINT = "see `stream-ae models list` for the registered versions"
 
 #: actions that move ``CHAMPION``; the others only record a verdict on a candidate
@@ -228,26 +226,11 @@ def _read_json_object(path: Path) -> dict[str, Any]:
 
 
 def _read_metadata(path: Path) -> ArtifactMetadata:
-    meta_path = path / METADATA_FILE
-    try:
-        text = meta_path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ArtifactError(
-            f"{meta_path} is missing", hint="the version directory is incomplete or damaged"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"cannot read {meta_path}: {exc}") from exc
-    try:
-        return ArtifactMetadata.model_validate_json(text)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ArtifactError(
-            f"{meta_path} has invalid metadata: {problems}",
-            hint="restore the version from a backup or register a re-trained model",
-        ) from exc
+    return read_metadata(
+        path / METADATA_FILE,
+        hint="restore the version from a backup or register a re-trained model",
+        missing_hint="the version directory is incomplete or damaged",
+    )
 
 
 # ----------------------------------------------------------------------------- registry
@@ -285,7 +268,7 @@ class Registry:
     def path_of(self, version: str) -> Path:
         """The directory of registered ``version``; :class:`ArtifactError` if there is none."""
         self._require()
-        if not isinstance(version, str) or not _SAFE_NAME.match(version):
+        if not isinstance(version, str) or not safe_name(version):
             raise ConfigError(
                 f"{version!r} is not a valid version name",
                 hint="versions look like 20260101T120000Z-1a2b3c4d; " + _LIST_HINT,
@@ -307,7 +290,7 @@ class Registry:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"cannot read {pointer}: {exc}") from exc
-        if not _SAFE_NAME.match(name) or not (self.versions_dir / name / METADATA_FILE).is_file():
+        if not safe_name(name) or not (self.versions_dir / name / METADATA_FILE).is_file():
             raise ArtifactError(
                 f"{pointer} names {name!r}, which is not a registered version",
                 hint="promote a registered version (stream-ae models promote VERSION)",

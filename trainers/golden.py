@@ -426,16 +426,19 @@ def apply_golden_gate(
     registry: Registry,
     settings: Settings,
     tolerance: float,
+    champion: LoadedModel | None = None,
 ) -> tuple[TrainedModel, dict[str, Any]]:
     """``gate`` with its ``golden`` section and ``passed`` = FAR gate AND golden check,
-    and ``candidate`` with that gate in its metadata metrics. Unchanged without a set."""
+    and ``candidate`` with that gate in its metadata metrics. Unchanged without a set.
+    ``champion``: the registry's champion when the caller has loaded it already."""
     if golden is None:
         return candidate, gate
     from stream_ae.model.artifact import LoadedModel, load_artifact
 
-    champion: LoadedModel | None = None
     version = error = None
-    if registry.root.is_dir() and (version := registry.champion()) is not None:
+    if champion is not None:
+        version = champion.metadata.version
+    elif registry.root.is_dir() and (version := registry.champion()) is not None:
         try:
             champion = load_artifact(registry.path_of(version), device="cpu")
         except ArtifactError as exc:

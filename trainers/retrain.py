@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from stream_ae.training import fit, training_windows, with_decision_rule
 from stream_ae.windowing import WindowBatch
 from trainers.exclusions import Exclusions
 from trainers.golden import GoldenSet, apply_golden_gate, resolve_golden
+
+if TYPE_CHECKING:
+    from stream_ae.model.artifact import LoadedModel
 
 Method = Literal["quantile", "pot"]
 
@@ -105,6 +108,7 @@ def retrain(
     far_per_day: float | None = None,
     trigger: str | None = None,
     trigger_detail: dict[str, Any] | None = None,
+    champion: LoadedModel | None = None,
 ) -> RetrainResult:
     """``trigger`` (what started the round: schedule, request, drift, manual) and its
     details go into the report and the promotion decision."""
@@ -182,6 +186,7 @@ def retrain(
         registry=registry,
         settings=settings,
         tolerance=golden_tolerance,
+        champion=champion,
     )
     passed = bool(gate["passed"])
     report = {

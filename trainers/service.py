@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -41,6 +41,9 @@ from stream_ae.settings import Settings
 from stream_ae.windowing import WindowBatch
 from trainers.exclusions import Exclusions, exclusion_mask
 from trainers.retrain import RetrainResult, retrain
+
+if TYPE_CHECKING:
+    from stream_ae.model.artifact import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +117,24 @@ class TrainerService:
         self._next_due = 0.0  # monotonic seconds: the next scheduled round
         self._next_drift = 0.0  # ... the next drift check
 
-    def channels(self) -> list[str]:
+    def champion(self) -> LoadedModel | None:
+        """The registry's champion, loaded and verified (None without one)."""
+        version = self.registry.champion()
+        if version is None:
+            return None
+        from stream_ae.model.artifact import load_artifact
+
+        return load_artifact(self.registry.path_of(version), device="cpu")
+
+    def channels(self, champion: LoadedModel | None) -> list[str]:
         if self.settings.trainer.channels:
             return list(self.settings.trainer.channels)
-        champion = self.registry.champion()
         if champion is None:
             raise ConfigError(
                 "trainer.channels is empty and the registry has no champion to take them from",
                 hint='set trainer.channels (e.g. --set trainer.channels=\'["a","b"]\')',
             )
-        md = self.registry.show(champion)["metadata"]
-        return list(md["channels"])
+        return list(champion.metadata.channels)
 
     def run_once(
         self,
@@ -138,14 +148,15 @@ class TrainerService:
         s = self.settings
         now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
         start = now - int(s.trainer.lookback_s * 1000)
-        channels = self.channels()
+        champion = self.champion()  # loaded once: channels, exclusions, golden gate
+        channels = self.channels(champion)
         readings, source = read_topic(s, schemas.iso_ms(start), schemas.iso_ms(now), channels)
         events = [
             msgspec.json.decode(m.value(), type=AnomalyEvent)
             for m in _read(s, s.topics.anomalies, start)
         ]
         feedback = [schemas.decode_feedback(m.value()) for m in _read(s, s.topics.feedback, 0)]
-        exclude = self._excluder(events, feedback, now)
+        exclude = self._excluder(events, feedback, now, champion)
         log.info(
             "retraining (%s) on %d readings from %s (%d events, %d feedback records)",
             trigger,
@@ -171,6 +182,7 @@ class TrainerService:
             golden_tolerance=s.trainer.golden_tolerance,
             trigger=trigger,
             trigger_detail=detail,
+            champion=champion,
         )
         self.last_run_ms = now
         log.info(
@@ -184,16 +196,14 @@ class TrainerService:
         return result
 
     def _excluder(
-        self, events: list[AnomalyEvent], feedback: list[FeedbackEvent], now: int
+        self,
+        events: list[AnomalyEvent],
+        feedback: list[FeedbackEvent],
+        now: int,
+        loaded: LoadedModel | None,
     ) -> Callable[[WindowBatch], Exclusions]:
         """Exclusions from events, feedback and the champion's own alarms (when the
         champion can score these windows: same channels and window size)."""
-        champion = self.registry.champion()
-        loaded = None
-        if champion is not None:
-            from stream_ae.model.artifact import load_artifact
-
-            loaded = load_artifact(self.registry.path_of(champion), device="cpu")
 
         def exclude(windows: WindowBatch) -> Exclusions:
             scores = threshold = None

@@ -66,6 +66,13 @@ METADATA_FILE = "metadata.json"
 CURRENT_FILE = "current"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+def safe_name(name: str) -> bool:
+    """A version or file name with no path separator and no leading dot."""
+    return _SAFE_NAME.match(name) is not None
+
+
 _RETRAIN = "re-train the model or restore the artifact from a backup"
 
 
@@ -391,19 +398,23 @@ def _follow_pointer(pointer: Path) -> Path:
     return target
 
 
-def _read_metadata(meta_path: Path) -> ArtifactMetadata:
+def read_metadata(
+    meta_path: Path, *, hint: str = _RETRAIN, missing_hint: str | None = None
+) -> ArtifactMetadata:
+    """``metadata.json`` parsed and validated; :class:`ArtifactError` naming the file
+    and the bad fields (``missing_hint`` when it is absent, ``hint`` otherwise)."""
     try:
         text = meta_path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ArtifactError(f"{meta_path} is missing", hint=_RETRAIN) from exc
+        raise ArtifactError(f"{meta_path} is missing", hint=missing_hint or hint) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"cannot read {meta_path}: {exc}", hint=_RETRAIN) from exc
+        raise ArtifactError(f"cannot read {meta_path}: {exc}", hint=hint) from exc
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ArtifactError(
             f"{meta_path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-            hint=_RETRAIN,
+            hint=hint,
         ) from exc
     try:
         return ArtifactMetadata.model_validate(raw)
@@ -412,7 +423,7 @@ def _read_metadata(meta_path: Path) -> ArtifactMetadata:
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ArtifactError(f"{meta_path} has invalid metadata: {problems}", hint=_RETRAIN) from exc
+        raise ArtifactError(f"{meta_path} has invalid metadata: {problems}", hint=hint) from exc
 
 
 def _check_channels(path: Path, actual: list[str], expected: Sequence[str]) -> None:
@@ -458,7 +469,7 @@ def load_artifact(
     """
     vdir = resolve_artifact_dir(Path(path))
     meta_path = vdir / METADATA_FILE
-    meta = _read_metadata(meta_path)
+    meta = read_metadata(meta_path)
 
     if meta.architecture not in ARCHITECTURES:
         raise ArtifactError(
