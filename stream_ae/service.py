@@ -121,9 +121,8 @@ def bind_model(loaded: LoadedModel, settings: Settings) -> ModelBinding:
         high_ratio=settings.decide.high_ratio,
         critical_ratio=settings.decide.critical_ratio,
         top_channels=settings.decide.top_channels,
-        persistence=Persistence(
-            k=int(md.threshold_spec.params.get("persistence_k", settings.decide.persistence_k)),
-            n=int(md.threshold_spec.params.get("persistence_n", settings.decide.persistence_n)),
+        persistence=Persistence.from_params(
+            thresholds.fleet.params, settings.decide.persistence_k, settings.decide.persistence_n
         ),
     )
     return ModelBinding(

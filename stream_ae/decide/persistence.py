@@ -10,7 +10,7 @@ decision rule (recorded in the artifact's threshold parameters as
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,17 @@ class Persistence:
                 f"persistence needs 1 <= k <= n, got k={self.k}, n={self.n}",
                 hint="set decide.persistence_k and decide.persistence_n",
             )
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, float], default_k: int, default_n: int
+    ) -> Persistence:
+        """The rule a model recorded in its threshold ``params`` (``persistence_k/n``),
+        else the defaults (the settings, or 1/1)."""
+        return cls(
+            k=int(params.get("persistence_k", default_k)),
+            n=int(params.get("persistence_n", default_n)),
+        )
 
     @property
     def active(self) -> bool:

@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +50,11 @@ __all__ = [
 ]
 
 MS_PER_DAY = 86_400_000
+
+
+def _is_number(v: Any) -> TypeGuard[int | float]:
+    """An int or float, not a bool (JSON ``true`` is not a threshold)."""
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +89,14 @@ class ThresholdSpec:
             )
         params = data.get("params", {})
         if not isinstance(params, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-            for k, v in params.items()
+            isinstance(k, str) and _is_number(v) for k, v in params.items()
         ):
             raise ArtifactError(
                 f"field 'threshold.params' must map names to numbers, got {params!r}",
                 hint="re-train the model to write a valid artifact",
             )
         value = data.get("value")
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
+        if not _is_number(value) or not math.isfinite(value):
             raise ArtifactError(
                 f"field 'threshold.value' must be a finite number, got {value!r}",
                 hint="re-train the model to write a valid artifact",
@@ -309,7 +309,7 @@ def calibrate_pot(
     for non-finite scores or fewer than ``min_tail`` scores above ``u``.
     """
     for name, v in (("target_rate", target_rate), ("tail_fraction", tail_fraction)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < v < 1.0:
+        if not _is_number(v) or not 0.0 < v < 1.0:
             raise ConfigError(
                 f"POT threshold: {name}={v!r} is out of range",
                 hint="use a number strictly between 0 and 1 (e.g. target_rate=1e-4, "
@@ -370,10 +370,6 @@ def calibrate_pot(
 # ----------------------------------------------------------------------------- per asset
 
 _REWRITE = "re-train the model to write a valid artifact"
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 class AssetThreshold(NamedTuple):
@@ -496,11 +492,7 @@ class AssetThresholds:
                     hint=_REWRITE,
                 )
             value = entry.get("value")
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-            ):
+            if not _is_number(value) or not math.isfinite(value):
                 raise ArtifactError(
                     f"field '{where}.value' must be a finite number, got {value!r}",
                     hint=_REWRITE,

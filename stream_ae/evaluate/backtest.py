@@ -23,13 +23,14 @@ decisions from the scores a real scorer published and checks they are equal.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from stream_ae.decide.persistence import Persistence
 from stream_ae.decide.threshold import AssetThresholds
 from stream_ae.evaluate.decisions import causal_rule, published_reach, published_rule
 from stream_ae.evaluate.smoothing import k_of_n
@@ -318,13 +319,13 @@ def artifact_spec(
 ) -> ModelSpec:
     """The live decision rule of a saved model: its W and H, and its recorded
     persistence (``persistence`` only when it has none), as ``bind_model`` does."""
-    params: Mapping[str, float] = metadata.threshold_spec.params
+    rule = Persistence.from_params(metadata.threshold_spec.params, *persistence)
     return ModelSpec(
         window=metadata.window,
         hop=metadata.hop,
         delay=delay,
-        persistence_k=int(params.get("persistence_k", persistence[0])),
-        persistence_n=int(params.get("persistence_n", persistence[1])),
+        persistence_k=rule.k,
+        persistence_n=rule.n,
     )
 
 
