@@ -98,7 +98,7 @@ def exclusion_mask(
     events: Sequence[AnomalyEvent] = (),
     feedback: Sequence[FeedbackEvent] = (),
     champion_scores: np.ndarray | None = None,
-    champion_threshold: float | None = None,
+    champion_threshold: float | np.ndarray | None = None,
     open_end_ms: int | None = None,
 ) -> Exclusions:
     end = open_end_ms if open_end_ms is not None else int(windows.end_ms.max(initial=0))

@@ -156,7 +156,7 @@ class TrainerService:
             for m in _read(s, s.topics.anomalies, start)
         ]
         feedback = [schemas.decode_feedback(m.value()) for m in _read(s, s.topics.feedback, 0)]
-        exclude = self._excluder(events, feedback, now, champion)
+        exclude = self._excluder(events, feedback, now, champion, channels)
         log.info(
             "retraining (%s) on %d readings from %s (%d events, %d feedback records)",
             trigger,
@@ -201,17 +201,19 @@ class TrainerService:
         feedback: list[FeedbackEvent],
         now: int,
         loaded: LoadedModel | None,
+        channels: list[str],
     ) -> Callable[[WindowBatch], Exclusions]:
         """Exclusions from events, feedback and the champion's own alarms (when the
-        champion can score these windows: same channels and window size)."""
+        champion can score these windows: the same channels, in the same order, and
+        window size), each window judged by its asset's threshold."""
 
         def exclude(windows: WindowBatch) -> Exclusions:
             scores = threshold = None
             if loaded is not None:
                 md = loaded.metadata
-                if windows.values.shape[1:] == (len(md.channels), md.window):
+                if list(md.channels) == channels and windows.values.shape[2] == md.window:
                     scores = np.asarray(loaded.scorer.score(windows.values).scores)
-                    threshold = md.threshold_spec.value
+                    threshold = md.asset_thresholds.values_for(windows.asset_ids)
             ex = exclusion_mask(
                 windows,
                 events=events,
