@@ -19,6 +19,9 @@ class Metrics:
     model_swaps: int = 0
     model_swap_failures: int = 0
     replayed_readings: int = 0
+    warmup_windows: int = 0  # re-baselining: windows that set a baseline, not scored
+    maintenance_reports: int = 0  # maintenance ends the scorer was told of
+    maintenance_rebaselines: int = 0  # warm-ups those reports started
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -31,4 +34,7 @@ class Metrics:
             "unknown_channels": dict(self.unknown_channels),
             "model_swaps": self.model_swaps,
             "model_swap_failures": self.model_swap_failures,
+            "warmup_windows": self.warmup_windows,
+            "maintenance_reports": self.maintenance_reports,
+            "maintenance_rebaselines": self.maintenance_rebaselines,
         }

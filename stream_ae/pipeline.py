@@ -149,6 +149,16 @@ class Pipeline:
         self._finish(self.windower.flush_all(), out, now_ms)
         return out
 
+    def note_maintenance(self, asset_id: str, end_ms: int) -> bool:
+        """Maintenance on ``asset_id`` ended at ``end_ms`` (event time): with
+        re-baselining on, its first window starting then or later opens a new
+        warm-up (:meth:`Rebaseliner.note_restart`). False when re-baselining is off."""
+        if self.rebaseliner is None:
+            return False
+        self.rebaseliner.note_restart(asset_id, end_ms)
+        self.metrics.maintenance_reports += 1
+        return True
+
     def committable(self, consumed: dict[int, int]) -> dict[int, int]:
         """Offsets safe to commit: never past the first reading an open window needs."""
         safe = {}
@@ -183,8 +193,11 @@ class Pipeline:
     def _score(self, windows: WindowBatch, out: StepOutput, now_ms: int) -> None:
         if self.track_marks:
             windows = self._skip_published(windows)
-        if self.rebaseliner is not None:
-            windows = self.rebaseliner.apply(windows)
+        if (rb := self.rebaseliner) is not None:
+            before, restarts = len(windows), rb.maintenance_restarts
+            windows = rb.apply(windows)
+            self.metrics.warmup_windows += before - len(windows)
+            self.metrics.maintenance_rebaselines += rb.maintenance_restarts - restarts
         if not len(windows):
             return
         res = self.model.scorer.score(windows.values)
@@ -239,6 +252,10 @@ class Pipeline:
             binding.decider.channels
         ):
             self.model = binding
+            if self.rebaseliner is not None:  # settled baselines stay; the reference moves
+                if binding.reference_mean is None:
+                    raise ValueError("re-baselining needs the model's reference mean")
+                self.rebaseliner.set_reference(binding.reference_mean)
             return False
         for key, start_ms in self.windower.next_window_starts_ms().items():
             self.marks[key] = max(self.marks.get(key, -1), start_ms - 1)
@@ -255,9 +272,15 @@ class Pipeline:
         return True
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:
-        """Drop windowing state and marks of partitions this process gave away."""
+        """Drop windowing, re-baselining and persistence state and the marks of
+        partitions this process gave away (the next owner starts from the committed
+        offsets; if one comes back here, nothing from before is reused)."""
         gone = set(partitions)
         self.windower.revoke(gone)
+        if self.rebaseliner is not None:
+            self.rebaseliner.forget_partitions(gone)
+        if self.model.decider.persistence is not None:
+            self.model.decider.persistence.forget_partitions(gone)
         self.marks = {k: v for k, v in self.marks.items() if k[0] not in gone}
         self.dirty_marks = {k for k in self.dirty_marks if k[0] not in gone}
 

@@ -172,9 +172,36 @@ class FeedbackEvent(msgspec.Struct, frozen=True, kw_only=True):
     author: str = ""
     created_at: str = ""
 
+    @property
+    def maintenance_end_ms(self) -> int | None:
+        """When the maintenance this record reports ended (``maintenance_end``: its
+        ``start_ms``; ``maintenance``: its ``end_ms``), else None."""
+        if self.kind == "maintenance_end":
+            return self.start_ms
+        if self.kind == "maintenance":
+            return self.end_ms
+        return None
+
 
 def decode_feedback(data: bytes) -> FeedbackEvent:
     return msgspec.json.decode(data, type=FeedbackEvent)
+
+
+def feedback_events(messages: Iterable[MessageLike]) -> tuple[list[FeedbackEvent], list[str]]:
+    """Decode feedback records → (events, one message per record that is not a
+    feedback event, naming its topic, partition and offset). People write this topic
+    by hand and by script: a bad record is reported and skipped, never fatal."""
+    events: list[FeedbackEvent] = []
+    problems: list[str] = []
+    for m in messages:
+        try:
+            events.append(decode_feedback(m.value() or b""))
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            problems.append(
+                f"feedback record skipped ({m.topic()} partition {m.partition()} offset "
+                f"{m.offset()}): {exc}; the README's Feedback section gives the schema"
+            )
+    return events, problems
 
 
 # Dead letters --------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from stream_ae.io.kafka import (
     InputConsumer,
     OutputProducer,
     Rebalance,
+    TopicFollower,
     publish_control,
     read_range,
 )
@@ -218,6 +219,7 @@ class ScorerService:
         self._consumed_marks: dict[int, int] = {}
         self._in_txn = False
         self._watcher: ControlWatcher | None = None
+        self._feedback: TopicFollower | None = None
         self._last_announcement: bytes | None = None
 
     def request_stop(self, *_args: object) -> None:
@@ -262,6 +264,12 @@ class ScorerService:
         )
         if s.model.hot_swap:
             ensure_control_topic(s)
+        if s.model.rebaseline_s > 0:  # maintenance reports start new warm-ups
+            admin.ensure_topics(
+                [s.topics.feedback],
+                partitions=existing[s.topics.readings],
+                replication_factor=s.topics.replication_factor,
+            )
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -286,6 +294,8 @@ class ScorerService:
             read_committed=self._eos,
         )
         self._watcher = ControlWatcher(s.kafka, s.topics.models) if s.model.hot_swap else None
+        if s.model.rebaseline_s > 0:
+            self._feedback = TopicFollower(s.kafka, s.topics.feedback)
         # Everything built so far (torch, the model, clients) lives as long as the process:
         # take it out of the cyclic GC's generations, which otherwise walk it on every
         # full collection (measured: ~25 % of the hot loop's time, docs/benchmarks.md).
@@ -299,6 +309,8 @@ class ScorerService:
                 now = time.monotonic()
                 if self._watcher is not None:
                     self._follow_champion()
+                if self._feedback is not None:
+                    self._follow_maintenance()
                 if msgs:
                     last_msg = now
                     batches += 1
@@ -413,6 +425,18 @@ class ScorerService:
             return
         self._swap(bind_model(loaded, self.settings), md.version, current)
 
+    def _follow_maintenance(self) -> None:
+        """At a batch boundary: maintenance that ended starts a new warm-up for its asset
+        (re-baselining), from the reported time on."""
+        assert self._feedback is not None
+        events, problems = schemas.feedback_events(self._feedback.poll())
+        for problem in problems:
+            log.warning("%s", problem)
+        for fb in events:
+            end = fb.maintenance_end_ms
+            if end is not None and self.pipeline.note_maintenance(fb.asset_id, end):
+                log.info("maintenance on %s ended at %d: a new warm-up from then", fb.asset_id, end)
+
     def _swap(self, binding: ModelBinding, new: str, old: str) -> None:
         started = time.monotonic()
         replay_from = self.pipeline.committable(self._consumed)
@@ -486,5 +510,6 @@ class ScorerService:
         except Exception:
             log.exception("flush on shutdown failed")
         self.consumer.close()
-        if self._watcher is not None:
-            self._watcher.close()
+        for follower in (self._watcher, self._feedback):
+            if follower is not None:
+                follower.close()

@@ -73,7 +73,8 @@ class TopicSettings(_Section):
     data_quality: str = "stream_ae.data_quality"
     #: Compacted control topic announcing the champion model (hot swap).
     models: str = "stream_ae.models"
-    #: Maintenance teams' feedback (schemas.FeedbackEvent), read by the trainer.
+    #: Maintenance teams' feedback (schemas.FeedbackEvent), read by the trainer (and
+    #: by the scorer when model.rebaseline_s > 0: maintenance ends start warm-ups).
     feedback: str = "maintenance.feedback"
     #: Used by ``topics create`` for topics that do not exist yet.
     partitions: int = Field(default=6, ge=1)
@@ -130,8 +131,10 @@ class ModelSettings(_Section):
     precision: Literal["float32", "float16"] = "float32"
     #: Follow the champion announced on topics.models and switch without a restart.
     hot_swap: bool = True
-    #: Warm-up re-baselining: after an asset (re)starts, its first this-many seconds
-    #: set its own normal level (not scored); 0 = off. See windowing/rebaseline.py.
+    #: Warm-up re-baselining: after an asset (re)starts, a gap, or the end of its
+    #: maintenance (reported on topics.feedback, which the scorer then follows), its
+    #: first this-many seconds set its own normal level (not scored); 0 = off.
+    #: See windowing/rebaseline.py and the README.
     rebaseline_s: float = Field(default=0.0, ge=0)
 
 

@@ -155,7 +155,9 @@ class TrainerService:
             msgspec.json.decode(m.value(), type=AnomalyEvent)
             for m in _read(s, s.topics.anomalies, start)
         ]
-        feedback = [schemas.decode_feedback(m.value()) for m in _read(s, s.topics.feedback, 0)]
+        feedback, problems = schemas.feedback_events(_read(s, s.topics.feedback, 0))
+        for problem in problems:
+            log.warning("%s", problem)
         exclude = self._excluder(events, feedback, now, champion, channels)
         log.info(
             "retraining (%s) on %d readings from %s (%d events, %d feedback records)",

@@ -66,3 +66,9 @@ class Persistence:
     def forget(self, keys: Iterable[Key]) -> None:
         for k in keys:
             self._recent.pop(k, None)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Drop the history of partitions this process gave away, so that an asset
+        coming back needs ``k`` fresh windows above the threshold again."""
+        gone = set(partitions)
+        self.forget([k for k in self._recent if k[0] in gone])

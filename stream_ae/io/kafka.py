@@ -418,17 +418,22 @@ class InputConsumer:
 # -- the control topic (hot swap) ------------------------------------------------------------
 
 
-class ControlWatcher:
-    """Follows a compacted control topic without a group: every partition from the
-    beginning, then new records as they come. ``latest(key)`` never blocks."""
+class TopicFollower:
+    """Follows a topic without a group: every partition from the beginning, then new
+    records as they come. For small topics every scorer must see whole (control
+    records, maintenance feedback), whoever owns which readings.
 
-    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+    The constructor reads up to the end offsets as they stand (at most
+    ``catch_up_s``), so the first :meth:`poll` returns everything published before
+    the process started, before any reading is scored; later calls never block."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, *, catch_up_s: float = 10.0) -> None:
         self.topic = topic
         self._consumer = Consumer(
             client_config(
                 kafka,
                 **{
-                    "group.id": f"stream-ae-control-{time.monotonic_ns()}",
+                    "group.id": f"stream-ae-follow-{time.monotonic_ns()}",
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
                 },
@@ -437,26 +442,66 @@ class ControlWatcher:
         md = self._consumer.list_topics(topic, timeout=10)
         tmeta = md.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
-            raise KafkaIOError("control topic does not exist", topic=topic)
-        self._consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(tmeta.partitions)]
-        )
+            self._consumer.close()
+            raise KafkaIOError("topic to follow does not exist", topic=topic)
+        parts = sorted(tmeta.partitions)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        self._pending = self._catch_up(parts, catch_up_s)
+
+    def _catch_up(self, parts: list[int], timeout_s: float) -> list[Message]:
+        ends: dict[int, int] = {}
+        for p in parts:
+            marks = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), timeout=timeout_s
+            )
+            if marks is not None and marks[1] > marks[0]:
+                ends[p] = marks[1]
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            msgs = self._consumer.consume(num_messages=500, timeout=0.2)
+            out.extend(m for m in msgs if m.error() is None)
+            # positions, not message offsets: transaction markers take offsets too
+            for tp in self._consumer.position([TopicPartition(self.topic, p) for p in ends]):
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
+        if ends:
+            log.warning(
+                "%s: caught up only partly in %.0f s (partitions %s not read to the end); "
+                "the rest follows",
+                self.topic,
+                timeout_s,
+                sorted(ends),
+            )
+        return out
+
+    def poll(self) -> list[Message]:
+        """The records that arrived since the last call (without errors), in order."""
+        out, self._pending = self._pending, []
+        while True:
+            msgs = self._consumer.consume(num_messages=500, timeout=0)
+            out.extend(m for m in msgs if m.error() is None)
+            if len(msgs) < 500:
+                return out
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class ControlWatcher(TopicFollower):
+    """Follows a compacted control topic; ``latest(key)`` never blocks."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        super().__init__(kafka, topic)
         self._latest: dict[bytes, bytes] = {}
 
     def latest(self, key: bytes) -> bytes | None:
         """The newest value seen for ``key`` (after reading what has arrived)."""
-        while True:
-            msgs = self._consumer.consume(num_messages=500, timeout=0)
-            for m in msgs:
-                k, v = m.key(), m.value()
-                if m.error() is None and k is not None and v is not None:
-                    self._latest[k] = v
-            if len(msgs) < 500:
-                break
+        for m in self.poll():
+            k, v = m.key(), m.value()
+            if k is not None and v is not None:
+                self._latest[k] = v
         return self._latest.get(key)
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 def publish_control(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -> None:

@@ -12,9 +12,17 @@ A gap or silence (the windower's data-quality events) starts a new warm-up at
 the asset's first window *after* it (:meth:`Rebaseliner.note_gaps`, called
 before the step's windows are applied): where a batch happens to split the
 stream never changes which windows belong to which warm-up, so the live scorer
-and a backtest that windows a whole file at once agree. The trade-off is
-explicit: a fault already present during the warm-up becomes part of the
-baseline. Pure numpy, no Kafka, no torch.
+and a backtest that windows a whole file at once agree. The end of a maintenance
+period (feedback ``maintenance_end`` / ``maintenance``, which the scorer follows)
+does the same through :meth:`Rebaseliner.note_restart`, at the reported time;
+a restart at or before the asset's current warm-up start changes nothing, so an
+old or repeated report is harmless. The trade-off is explicit: a fault already
+present during the warm-up becomes part of the baseline. Pure numpy, no Kafka,
+no torch.
+
+The baseline is kept as the warm-up's mean, and the shift is computed from the
+*current* ``reference_mean``: a hot swap to a model with the same grid replaces
+the reference (:meth:`Rebaseliner.set_reference`) without a new warm-up.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ class _Baseline:
     first_start_ms: int
     total: np.ndarray  # (C,) sum of window means during warm-up
     count: int = 0
-    offset: np.ndarray | None = None  # (C,) once settled
+    mean: np.ndarray | None = None  # (C,) the warm-up's mean, once settled
 
 
 @dataclass
@@ -44,7 +52,11 @@ class Rebaseliner:
     _state: dict[Key, _Baseline] = field(default_factory=dict)
     #: per asset: its next window starting at or after this time opens a new warm-up
     _restart_at: dict[Key, int] = field(default_factory=dict)
+    #: the same by asset id alone (maintenance reports name no partition)
+    _asset_restart_at: dict[str, int] = field(default_factory=dict)
     warmup_windows: int = 0
+    #: warm-ups started by a maintenance report (not by the first window or a gap)
+    maintenance_restarts: int = 0
 
     def note_gaps(self, gaps: Iterable[Gap]) -> None:
         """Each gap (or silence) restarts its asset's warm-up from the first window
@@ -55,6 +67,39 @@ class Rebaseliner:
             at = g.end_ms + 1 if g.silent else g.end_ms
             key = (g.partition, g.asset_id)
             self._restart_at[key] = max(at, self._restart_at.get(key, at))
+
+    def note_restart(self, asset_id: str, at_ms: int) -> None:
+        """Maintenance on ``asset_id`` ended at ``at_ms``: its first window starting at
+        or after that time opens a new warm-up, unless its current warm-up already
+        started there or later."""
+        self._asset_restart_at[asset_id] = max(at_ms, self._asset_restart_at.get(asset_id, at_ms))
+
+    def set_reference(self, reference_mean: np.ndarray) -> None:
+        """A new model's training mean (same channels): settled baselines are kept and
+        every later window is shifted towards the new reference."""
+        ref = np.asarray(reference_mean, np.float64)
+        if ref.shape != self.reference_mean.shape:
+            raise ValueError(
+                f"reference mean of shape {ref.shape}, expected {self.reference_mean.shape}"
+            )
+        self.reference_mean = ref
+
+    def _restarts(self, key: Key, start: int) -> bool:
+        restart = self._restart_at.get(key)
+        if restart is not None and start >= restart:
+            del self._restart_at[key]
+            self._state.pop(key, None)
+            return True
+        pending = self._asset_restart_at.get(key[1])
+        if pending is None or start < pending:
+            return False
+        del self._asset_restart_at[key[1]]
+        st = self._state.get(key)
+        if st is None or st.first_start_ms >= pending:
+            return False  # this warm-up already began after the maintenance
+        del self._state[key]
+        self.maintenance_restarts += 1
+        return True
 
     def apply(self, windows: WindowBatch) -> WindowBatch:
         """Warm-up windows are dropped (they only feed the baseline); the rest are
@@ -72,21 +117,19 @@ class Rebaseliner:
                 strict=True,
             )
         ):
-            restart = self._restart_at.get((p, asset))
-            if restart is not None and start >= restart:
-                del self._restart_at[(p, asset)]
-                self._state.pop((p, asset), None)
-            st = self._state.get((p, asset))
+            key = (p, asset)
+            self._restarts(key, start)
+            st = self._state.get(key)
             if st is None:
-                st = self._state[(p, asset)] = _Baseline(start, np.zeros(values.shape[1]))
-            if st.offset is None:
+                st = self._state[key] = _Baseline(start, np.zeros(values.shape[1]))
+            if st.mean is None:
                 if start < st.first_start_ms + self.warmup_ms:
                     st.total += means[i]
                     st.count += 1
                     keep[i] = False
                     continue
-                st.offset = self.reference_mean - st.total / max(st.count, 1)
-            values[i] += st.offset[:, None].astype(values.dtype)
+                st.mean = st.total / max(st.count, 1)
+            values[i] += (self.reference_mean - st.mean)[:, None].astype(values.dtype)
         self.warmup_windows += int((~keep).sum())
         shifted = WindowBatch(
             windows.asset_ids, windows.partitions, windows.start_ms, windows.end_ms, values
@@ -94,8 +137,15 @@ class Rebaseliner:
         return shifted if keep.all() else shifted.select(keep)
 
     def reset(self, keys: Iterable[Key]) -> None:
-        """Start a new warm-up for these assets now (maintenance; partitions handed
-        away). Gaps go through :meth:`note_gaps`, which is exact about the window."""
+        """Start a new warm-up for these (partition, asset) keys with their next window.
+        Gaps go through :meth:`note_gaps` and maintenance through :meth:`note_restart`,
+        which are exact about the window."""
         for k in keys:
             self._state.pop(k, None)
             self._restart_at.pop(k, None)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Drop the state of partitions this process gave away: if one comes back, its
+        assets warm up afresh instead of using a baseline from before."""
+        gone = set(partitions)
+        self.reset([k for k in (*self._state, *self._restart_at) if k[0] in gone])

@@ -380,3 +380,65 @@ def test_latents_are_published_for_every_scored_window_when_enabled() -> None:
     first = out.latents[0]
     assert first.asset_id == "p1" and len(first.vector) == len(CHANNELS)
     assert first.model_version == "v1"
+
+
+# -- re-baselining: maintenance, swaps, partitions given away ------------------------------
+
+
+def make_rebaselined(persistence: bool = False) -> tuple[Pipeline, MaxAbsScorer]:
+    from stream_ae.decide.persistence import Persistence
+
+    scorer = MaxAbsScorer()
+    spec = GridSpec(period_ms=P, size=4, hop=2, lateness_ms=0, fill_limit=0, n_channels=2)
+    decider = Decider(
+        threshold=THRESHOLD,
+        model_version="v1",
+        channels=CHANNELS,
+        persistence=Persistence(k=2, n=2) if persistence else None,
+    )
+    binding = ModelBinding(
+        scorer=scorer, decider=decider, spec=spec, reference_mean=np.array([1.0, 1.0])
+    )
+    return Pipeline(binding, max_future_ms=60_000, rebaseline_ms=4 * P), scorer
+
+
+def test_maintenance_end_starts_a_new_warmup_and_is_counted() -> None:
+    pipe, scorer = make_rebaselined()
+    pipe.step(series("p1", range(12)), now_ms=NOW)  # windows 0, 2 warm up; 4, 6 scored
+    assert (pipe.metrics.warmup_windows, len(scorer.calls[0])) == (2, 2)
+    assert pipe.note_maintenance("p1", ms(12))
+    out = pipe.step(series("p1", range(12, 24), first_off=12), now_ms=NOW)
+    # [8,12) and [10,14) keep the baseline; [12,16), [14,18) warm up again; 16, 18 scored
+    assert out.windows == 4
+    assert pipe.metrics.as_dict()["warmup_windows"] == 4
+    assert (pipe.metrics.maintenance_reports, pipe.metrics.maintenance_rebaselines) == (1, 1)
+
+
+def test_maintenance_is_ignored_without_rebaselining() -> None:
+    pipe, _ = make()
+    assert not pipe.note_maintenance("p1", ms(12))
+    assert pipe.metrics.maintenance_reports == 0
+
+
+def test_same_grid_swap_moves_the_rebaseline_reference() -> None:
+    pipe, _ = make_rebaselined()
+    pipe.step(series("p1", range(8)), now_ms=NOW)  # baseline settles at level 1
+    new_scorer = MaxAbsScorer()
+    binding = dataclasses.replace(
+        pipe.model, scorer=new_scorer, reference_mean=np.array([3.0, 5.0])
+    )
+    assert pipe.swap_model(binding) is False
+    pipe.step(series("p1", range(8, 14), first_off=8), now_ms=NOW)
+    (batch,) = new_scorer.calls
+    # level 1 shifted onto the new model's training mean, not the old one's
+    assert batch[0].tolist() == [[3.0] * 4, [5.0] * 4]
+
+
+def test_forget_partitions_drops_rebaseline_and_persistence_state() -> None:
+    pipe, _ = make_rebaselined(persistence=True)
+    pipe.step(series("p1", range(12)), now_ms=NOW)
+    assert pipe.rebaseliner is not None and pipe.rebaseliner._state
+    assert pipe.model.decider.persistence is not None and pipe.model.decider.persistence._recent
+    pipe.forget_partitions([0])
+    assert pipe.rebaseliner._state == {}
+    assert pipe.model.decider.persistence._recent == {}

@@ -161,3 +161,53 @@ def test_quality_event_and_score_record_round_trip() -> None:
 )
 def test_iso_ms(ms: int, text: str) -> None:
     assert iso_ms(ms) == text
+
+
+# -- feedback ------------------------------------------------------------------------------
+
+
+def test_maintenance_end_time_per_feedback_kind() -> None:
+    from stream_ae.schemas import FeedbackEvent
+
+    def end(kind: str, end_ms: int | None = None) -> int | None:
+        return FeedbackEvent(asset_id="p", kind=kind, start_ms=10, end_ms=end_ms).maintenance_end_ms  # type: ignore[arg-type]
+
+    assert end("maintenance_end") == 10
+    assert end("maintenance", 99) == 99
+    assert end("maintenance") is None  # a period with no end yet
+    assert end("maintenance_start", 99) is None
+    assert end("false_alarm", 99) is None
+
+
+def test_bad_feedback_records_are_named_and_skipped() -> None:
+    from dataclasses import dataclass
+
+    from stream_ae.schemas import feedback_events
+
+    @dataclass
+    class M:
+        raw: bytes | None
+        off: int
+
+        def value(self) -> bytes | None:
+            return self.raw
+
+        def key(self) -> bytes | None:
+            return b"p"
+
+        def topic(self) -> str | None:
+            return "maintenance.feedback"
+
+        def partition(self) -> int | None:
+            return 2
+
+        def offset(self) -> int | None:
+            return self.off
+
+    good = b'{"asset_id": "p", "kind": "maintenance_end", "start_ms": 5}'
+    bad_kind = b'{"asset_id": "p", "kind": "repaired", "start_ms": 5}'
+    events, problems = feedback_events([M(b"not json", 0), M(good, 1), M(bad_kind, 2), M(None, 3)])
+    assert [(e.asset_id, e.maintenance_end_ms) for e in events] == [("p", 5)]
+    assert len(problems) == 3
+    assert "maintenance.feedback partition 2 offset 2" in problems[1]
+    assert "kind" in problems[1] and "README" in problems[1]

@@ -46,3 +46,16 @@ def test_the_decider_emits_events_only_for_persistent_windows() -> None:
     w2 = _batch(["a"], [30])
     (e,) = d.events(w2, np.array([2.5]), np.full((1, 2), 0.5), now_ms=0)
     assert e.window_start_ms == 30 and e.score == 2.5
+
+
+def test_a_partition_given_away_loses_its_history_and_others_keep_theirs() -> None:
+    p = Persistence(k=2, n=2)
+    two = _batch(["a", "b"], [0, 0])
+    two = WindowBatch(two.asset_ids, np.array([0, 1]), two.start_ms, two.end_ms, two.values)
+    p.apply(two, np.array([True, True]))
+    p.forget_partitions([0])
+    again = WindowBatch(
+        two.asset_ids, two.partitions, two.start_ms + 10, two.end_ms + 10, two.values
+    )
+    # a (partition 0) needs two fresh windows again; b (partition 1) has its first one
+    assert p.apply(again, np.array([True, True])).tolist() == [False, True]

@@ -108,3 +108,117 @@ def _cat(a: WindowBatch, b: WindowBatch) -> WindowBatch:
         np.concatenate([a.end_ms, b.end_ms]),
         np.concatenate([a.values, b.values]),
     )
+
+
+# -- maintenance, model swaps, partitions handed away -------------------------------------
+
+
+def _apply_split(rb: Rebaseliner, batch: WindowBatch, at: int) -> WindowBatch:
+    """Apply ``batch`` as two batches split before window ``at``; concatenate the output."""
+    parts = [rb.apply(batch.select(np.arange(len(batch)) < at))]
+    parts.append(rb.apply(batch.select(np.arange(len(batch)) >= at)))
+    kept = [o for o in parts if len(o)]
+    return WindowBatch(
+        [a for o in kept for a in o.asset_ids],
+        np.concatenate([o.partitions for o in kept]),
+        np.concatenate([o.start_ms for o in kept]),
+        np.concatenate([o.end_ms for o in kept]),
+        np.concatenate([o.values for o in kept]),
+    )
+
+
+def _maintained() -> WindowBatch:
+    """Asset a at level 3 for windows 0..4 s, at level 6 from 5 s (after maintenance)."""
+    before, after = (
+        _batch("a", [0, 1000, 2000, 3000, 4000], 3.0),
+        _batch("a", [5000, 6000, 7000, 8000], 6.0),
+    )
+    return WindowBatch(
+        [*before.asset_ids, *after.asset_ids],
+        np.concatenate([before.partitions, after.partitions]),
+        np.concatenate([before.start_ms, after.start_ms]),
+        np.concatenate([before.end_ms, after.end_ms]),
+        np.concatenate([before.values, after.values]),
+    )
+
+
+def test_maintenance_end_restarts_the_warmup_at_the_reported_time_wherever_batches_split() -> None:
+    results = []
+    for split in range(10):
+        rb = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+        rb.note_restart("a", 5000)  # reported before the windows arrive
+        out = _apply_split(rb, _maintained(), split)
+        results.append((out.start_ms.tolist(), out.values[:, 0, 0].tolist()))
+        assert rb.maintenance_restarts == 1
+        assert rb.warmup_windows == 4  # [0, 1000] and [5000, 6000]
+    assert all(r == results[0] for r in results)
+    starts, level = results[0]
+    # before: shifted from its own level 3; after: a new warm-up, then its own level 6
+    assert starts == [2000, 3000, 4000, 7000, 8000]
+    np.testing.assert_allclose(level, 0.0)
+
+
+def test_without_the_report_the_new_level_stays_shifted_by_the_old_baseline() -> None:
+    rb = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+    out = rb.apply(_maintained())
+    assert out.start_ms.tolist() == [2000, 3000, 4000, 5000, 6000, 7000, 8000]
+    np.testing.assert_allclose(out.values[3:, 0, 0], 3.0)  # 6 − 3: what the model sees
+
+
+def test_an_old_or_repeated_maintenance_report_changes_nothing() -> None:
+    rb = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+    rb.note_restart("a", -5000)  # before the asset's first window
+    rb.note_restart("zz", 1000)  # an asset this scorer never sees
+    first = rb.apply(_batch("a", [0, 1000, 2000, 3000], 3.0))
+    assert first.start_ms.tolist() == [2000, 3000]
+    rb.note_restart("a", 5000)
+    rb.apply(_batch("a", [5000, 6000, 7000], 6.0))
+    rb.note_restart("a", 5000)  # the same report again, after its warm-up began
+    again = rb.apply(_batch("a", [8000, 9000], 6.0))
+    assert again.start_ms.tolist() == [8000, 9000]
+    np.testing.assert_allclose(again.values[:, 0, 0], 0.0)
+    assert rb.maintenance_restarts == 1
+
+
+def test_a_report_that_comes_late_restarts_at_the_next_window() -> None:
+    rb = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+    rb.apply(_batch("a", [0, 1000, 2000, 3000], 3.0))
+    rb.note_restart("a", 2500)  # windows after 2.5 s were already shifted
+    out = rb.apply(_batch("a", [4000, 5000, 6000], 6.0))
+    assert out.start_ms.tolist() == [6000]
+    np.testing.assert_allclose(out.values[:, 0, 0], 0.0)
+
+
+def test_a_new_reference_moves_the_shift_and_keeps_the_baseline() -> None:
+    rb = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+    rb.apply(_batch("a", [0, 1000], 3.0))
+    rb.set_reference(np.array([1.0, 12.0]))  # the new model's training mean
+    out = rb.apply(_batch("a", [2000], 3.0))
+    np.testing.assert_allclose(out.values[0, :, 0], [1.0, 12.0])
+    assert rb.warmup_windows == 2
+    try:
+        rb.set_reference(np.array([1.0, 2.0, 3.0]))
+    except ValueError as exc:
+        assert "shape (3,)" in str(exc)
+    else:
+        raise AssertionError("a reference of another shape was accepted")
+
+
+def _on(partition: int, batch: WindowBatch) -> WindowBatch:
+    n = len(batch)
+    return WindowBatch(
+        batch.asset_ids, np.full(n, partition, np.int64), batch.start_ms, batch.end_ms, batch.values
+    )
+
+
+def test_forgetting_a_partition_drops_only_its_baselines() -> None:
+    rb = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+    rb.apply(_batch("a", [0, 1000, 2000], 3.0))
+    rb.apply(_on(1, _batch("b", [0, 1000, 2000], 3.0)))
+    rb.note_gaps([Gap("a", 50_000, 60_000)])
+    rb.forget_partitions([0])
+    a2 = rb.apply(_batch("a", [3000, 4000, 5000], 3.0))
+    b2 = rb.apply(_on(1, _batch("b", [3000], 3.0)))
+    assert a2.start_ms.tolist() == [5000]  # warmed up afresh
+    assert b2.start_ms.tolist() == [3000]  # kept its baseline
+    assert rb._restart_at == {}  # the gap noted for partition 0 went with it
