@@ -149,11 +149,14 @@ def run_demo(
         period = settings.window.sample_period_ms
         stream_steps = int(minutes * 60_000 / period)
         train_steps = int(train_hours * 3_600_000 / period)
-        # aligned to the window hop: windows then fall on the same readings in every
-        # run, so the same seed gives the same model, threshold and events
-        grid = period * settings.window.hop
-        now = int(time.time() * 1000) // grid * grid
-        stream_start = now - stream_steps * period
+        # The stream starts at the latest 06:00 UTC that lets it end in the past. The
+        # simulator's ambient temperature follows the time of day, so a start that
+        # moved with the wall clock gave other data, another model and other events
+        # in every run; a fixed time of day (a multiple of the window hop) makes the
+        # same seed give the same readings, windows, model and events.
+        day, anchor = 86_400_000, 6 * 3_600_000
+        now = int(time.time() * 1000)
+        stream_start = (now - stream_steps * period - anchor) // day * day + anchor
         sim_start = stream_start - train_steps * period
         faults = []
         for i, (kind, ramp, channel) in enumerate(DEFAULT_FAULTS[: max(1, assets - 2)]):
