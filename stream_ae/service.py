@@ -207,13 +207,14 @@ class ScorerService:
             idle_timeout_ms=settings.window.idle_timeout_ms,
             publish_scores=settings.topics.publish_scores,
             publish_latents=settings.topics.publish_latents,
-            track_marks=settings.scorer.exactly_once,
+            track_marks=settings.scorer.exactly_once or settings.scorer.replay_marks,
             rebaseline_ms=int(settings.model.rebaseline_s * 1000),
         )
         self.on_output = on_output
         self._stop = False
         self._consumed: dict[int, int] = {}
         self._eos = settings.scorer.exactly_once
+        self._marks = self.pipeline.track_marks  # marks topic written and read back
         # exactly-once: per partition, the consumed position of the last transaction
         # (dead letters below it were already published)
         self._consumed_marks: dict[int, int] = {}
@@ -253,7 +254,7 @@ class ScorerService:
             )
         topics = output_topics(s)
         config: dict[str, dict[str, str]] = {}
-        if self._eos:
+        if self._marks:
             topics.append(marks_topic(s))
             config[marks_topic(s)] = {"cleanup.policy": "compact"}
         admin.ensure_topics(
@@ -368,21 +369,30 @@ class ScorerService:
         if self._eos:
             if not self._in_txn:
                 self._begin()
-            mt = marks_topic(self.settings)
-            marks = self.pipeline.marks
-            for p, asset in self.pipeline.dirty_marks:
-                value = msgspec.json.encode(_Marks(marks[(p, asset)]))
-                self.producer.send(mt, value, key=f"{p}|{asset}".encode())
-            for p, o in self._consumed.items():
-                self.producer.send(mt, msgspec.json.encode(_Marks(o)), key=f"{p}|".encode())
+            self._send_marks()
             self.producer.commit_with_offsets(
                 self.consumer.offsets_for(offsets), self.consumer.group_metadata()
             )
             self.pipeline.dirty_marks.clear()
             self._in_txn = False
             return
-        self.producer.flush()
+        self.producer.flush()  # every output acknowledged (raises otherwise) ...
+        if self._marks:  # ... before a mark may say its window was published
+            self._send_marks()
+            self.producer.flush()
+            self.pipeline.dirty_marks.clear()
         self.consumer.commit(offsets)
+
+    def _send_marks(self) -> None:
+        """Per (partition, asset) the start of the last published window, and per
+        partition the consumed position (dead letters below it were published)."""
+        mt = marks_topic(self.settings)
+        marks = self.pipeline.marks
+        for p, asset in self.pipeline.dirty_marks:
+            value = msgspec.json.encode(_Marks(marks[(p, asset)]))
+            self.producer.send(mt, value, key=f"{p}|{asset}".encode())
+        for p, o in self._consumed.items():
+            self.producer.send(mt, msgspec.json.encode(_Marks(o)), key=f"{p}|".encode())
 
     # -- hot swap ------------------------------------------------------------------------
 
@@ -461,7 +471,7 @@ class ScorerService:
 
     def _on_assign(self, partitions: list[int]) -> None:
         log.info("assigned partitions %s", partitions)
-        if self._eos and partitions:
+        if self._marks and partitions:
             self._load_marks(set(partitions))
 
     def _on_revoke(self, partitions: list[int]) -> None:

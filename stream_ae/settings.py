@@ -157,6 +157,13 @@ class ScorerSettings(_Section):
     commit_interval_s: float = Field(default=2.0, gt=0)
     #: Events and offsets commit atomically in Kafka transactions.
     exactly_once: bool = False
+    #: At-least-once mode: at each commit, after the outputs are acknowledged, also
+    #: write each asset's last published window to the compacted marks topic
+    #: (``<group_id>.emitted``, as exactly-once mode does in its transaction). A restart
+    #: then skips those windows instead of rebuilding them from the part of their
+    #: readings after the committed offset, which can differ (out-of-order data).
+    #: Windows published after the last commit still come again, with equal values.
+    replay_marks: bool = True
     transactional_id: str = "stream-ae-scorer"
     stats_interval_s: float = Field(default=10.0, gt=0)
 

@@ -442,3 +442,53 @@ def test_forget_partitions_drops_rebaseline_and_persistence_state() -> None:
     pipe.forget_partitions([0])
     assert pipe.rebaseliner._state == {}
     assert pipe.model.decider.persistence._recent == {}
+
+
+# -- replay after a crash: marks keep out-of-order windows from coming back changed ---------
+
+
+def _out_of_order_stream() -> list[Msg]:
+    """Partition 0: X at bucket 5, Y at 0 (one reading: its window stays open and pins
+    offset 1), X at 4 (out of order, within the lateness), then X at 6..12."""
+    rows = [("X", 5, 50.0), ("Y", 0, 0.0), ("X", 4, 40.0)]
+    rows += [("X", b, float(10 * b)) for b in range(6, 13)]
+    return [Msg(wide(a, b, v, 0.0), 0, i, a.encode()) for i, (a, b, v) in enumerate(rows)]
+
+
+def _replay_pipeline(track_marks: bool) -> Pipeline:
+    spec = GridSpec(period_ms=P, size=2, hop=1, lateness_ms=1000, fill_limit=1, n_channels=2)
+    decider = Decider(threshold=THRESHOLD, model_version="v1", channels=CHANNELS)
+    return Pipeline(
+        ModelBinding(scorer=MaxAbsScorer(), decider=decider, spec=spec),
+        max_future_ms=60_000,
+        publish_scores=True,
+        track_marks=track_marks,
+    )
+
+
+@pytest.mark.parametrize("track_marks", [True, False])
+def test_a_replay_from_the_commit_never_republishes_a_window_with_other_values(
+    track_marks: bool,
+) -> None:
+    msgs = _out_of_order_stream()
+    first = _replay_pipeline(track_marks)
+    out = first.step(msgs, now_ms=NOW)
+    published = {(r.asset_id, r.window_start_ms): r.score for r in out.scores}
+    assert published[("X", ms(4))] == 50.0  # [4, 6) = X@4, X@5
+    commit = first.committable(out.consumed)[0]
+    assert commit == 1  # Y's open window pins its reading; X@5 (offset 0) is before it
+
+    restarted = _replay_pipeline(track_marks)
+    restarted.marks = dict(first.marks)  # what the marks topic holds after the commit
+    again = restarted.step(msgs[commit:], now_ms=NOW)
+    changed = {
+        (r.asset_id, r.window_start_ms): (published[(r.asset_id, r.window_start_ms)], r.score)
+        for r in again.scores
+        if (r.asset_id, r.window_start_ms) in published
+        and r.score != published[(r.asset_id, r.window_start_ms)]
+    }
+    if track_marks:
+        assert again.scores == []  # every window was published before the commit
+        assert restarted.suppressed_windows == len(published)
+    else:  # the limitation the marks remove: [4, 6) rebuilt without X@5
+        assert changed == {("X", ms(4)): (50.0, 40.0)}
