@@ -202,7 +202,7 @@ class Pipeline:
             return
         res = self.model.scorer.score(windows.values)
         if self.model.drift is not None:
-            self.model.drift.update(windows.values, res.scores)
+            self.model.drift.update(windows.values, res.scores, windows.asset_ids)
         decider = self.model.decider
         out.events.extend(decider.events(windows, res.scores, res.channel_shares, now_ms=now_ms))
         if self.publish_scores:

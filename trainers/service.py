@@ -93,7 +93,7 @@ class DriftCheck:
 def _drift_report(md: Any, windows: WindowBatch, scores: np.ndarray) -> dict[str, Any]:
     """Drift of these windows and the model's scores against its training period."""
     monitor = DriftMonitor.from_metadata(md, horizon=len(scores))
-    monitor.update(windows.values, scores)
+    monitor.update(windows.values, scores, windows.asset_ids)
     return monitor.report()
 
 

@@ -5,8 +5,9 @@ Two signals, both cheap and pure numpy:
 * **inputs** — per channel, the shift of the recent mean from the training
   mean in training standard deviations (``|μ_recent − μ_train| / σ_train``);
 * **scores** — the recent median score over the held-out median at training
-  time, and the recent share of windows above the threshold against the
-  held-out share.
+  time, and the recent share of windows above the threshold (each window's own
+  asset's threshold where the model has one, as the scorer decides) against
+  the held-out share.
 
 "Recent" is an exponentially weighted average over about ``horizon`` windows.
 ``drift_score`` puts both on one scale: the larger of the input shift over its
@@ -18,10 +19,13 @@ by default: an automatic refit on drifted data can learn the fault
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from stream_ae.decide.threshold import per_window
 
 INPUT_SHIFT_LIMIT = 3.0  # training standard deviations
 SCORE_RATIO_LIMIT = 2.0
@@ -35,6 +39,8 @@ class DriftMonitor:
     holdout_p50: float | None = None
     holdout_exceed: float | None = None
     threshold: float | None = None
+    #: per-asset thresholds (asset -> value); other assets use ``threshold``
+    per_asset: Mapping[str, float] = field(default_factory=dict)
     horizon: int = 5000
     _mean: np.ndarray | None = field(default=None, repr=False)
     _log_score: float | None = None
@@ -51,18 +57,27 @@ class DriftMonitor:
             holdout_p50=m.get("holdout_score_p50"),
             holdout_exceed=m.get("holdout_exceed_fraction"),
             threshold=md.threshold_spec.value,
+            per_asset=md.asset_thresholds.lookup,
             horizon=horizon,
         )
 
-    def update(self, windows: np.ndarray, scores: np.ndarray) -> None:
-        """``windows`` (B, C, W) raw values, ``scores`` (B,)."""
+    def update(
+        self, windows: np.ndarray, scores: np.ndarray, asset_ids: Sequence[str] | None = None
+    ) -> None:
+        """``windows`` (B, C, W) raw values, ``scores`` (B,), ``asset_ids`` (B,) for
+        per-asset thresholds (without them every window is judged by the fleet's)."""
         b = len(scores)
         if not b:
             return
         alpha = 1.0 - (1.0 - 1.0 / self.horizon) ** b  # weight of this batch as a whole
         mean = windows.mean(axis=(0, 2), dtype=np.float64)
         log_score = float(np.median(np.log(np.maximum(scores, 1e-12))))
-        exceed = float(np.mean(scores > self.threshold)) if self.threshold is not None else 0.0
+        exceed = 0.0
+        if self.threshold is not None:
+            limit: float | np.ndarray = self.threshold
+            if self.per_asset and asset_ids is not None:
+                limit = per_window(self.per_asset, self.threshold, asset_ids)
+            exceed = float(np.mean(scores > limit))
         if self._mean is None:
             self._mean, self._log_score, self._exceed = mean, log_score, exceed
         else:

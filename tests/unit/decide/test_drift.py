@@ -64,3 +64,20 @@ def test_rising_scores_are_drift_even_with_stable_inputs() -> None:
 
 def test_empty_monitor_reports_nothing() -> None:
     assert _monitor().report() == {"windows": 0, "drifted": False}
+
+
+def test_each_window_exceeds_by_its_own_assets_threshold() -> None:
+    mon = DriftMonitor(
+        reference_mean=np.zeros(2),
+        reference_std=np.ones(2),
+        channels=["x", "y"],
+        threshold=1.0,
+        per_asset={"quiet": 0.2},
+    )
+    windows = np.zeros((4, 2, 3))
+    scores = np.array([0.5, 0.5, 0.5, 0.5])  # above quiet's own threshold, below the fleet's
+    mon.update(windows, scores, ["quiet", "quiet", "loud", "loud"])
+    assert mon.report()["recent_exceed_fraction"] == 0.5
+    fleet_only = DriftMonitor(np.zeros(2), np.ones(2), ["x", "y"], threshold=1.0)
+    fleet_only.update(windows, scores, ["quiet", "quiet", "loud", "loud"])
+    assert fleet_only.report()["recent_exceed_fraction"] == 0.0
