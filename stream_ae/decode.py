@@ -26,15 +26,11 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 
-from stream_ae.schemas import DeadLetter, DeadLetterReason, MessageLike
+from stream_ae.schemas import MAX_TS_MS, MIN_TS_MS, DeadLetter, DeadLetterReason, MessageLike
 
 _NAN = float("nan")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-#: |ts| beyond this (about 285,000 years) is rejected: keeps int64 grid arithmetic exact.
-#: Timestamps must fall in years 1..9999 (what ISO-8601 output can show).
-MIN_TS_MS = -62_135_596_800_000
-MAX_TS_MS = 253_402_300_799_999
 
 
 class _Sample(msgspec.Struct):

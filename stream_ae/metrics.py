@@ -20,8 +20,10 @@ class Metrics:
     model_swap_failures: int = 0
     replayed_readings: int = 0
     warmup_windows: int = 0  # re-baselining: windows that set a baseline, not scored
-    maintenance_reports: int = 0  # maintenance ends the scorer was told of
-    maintenance_rebaselines: int = 0  # warm-ups those reports started
+    # maintenance ends read from topics.feedback (all of it at start-up, every asset,
+    # also those another scorer owns); maintenance_rebaselines: warm-ups they started
+    maintenance_reports: int = 0
+    maintenance_rebaselines: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -251,11 +251,11 @@ class Pipeline:
         if old.spec == binding.spec and list(old.decider.channels) == list(
             binding.decider.channels
         ):
-            self.model = binding
             if self.rebaseliner is not None:  # settled baselines stay; the reference moves
                 if binding.reference_mean is None:
                     raise ValueError("re-baselining needs the model's reference mean")
                 self.rebaseliner.set_reference(binding.reference_mean)
+            self.model = binding
             return False
         for key, start_ms in self.windower.next_window_starts_ms().items():
             self.marks[key] = max(self.marks.get(key, -1), start_ms - 1)
@@ -267,8 +267,10 @@ class Pipeline:
         self.decoder = ReadingDecoder(
             binding.decider.channels, max_future_ms=self.decoder.max_future_ms
         )
+        old_rebaseliner, self.rebaseliner = self.rebaseliner, self._new_rebaseliner(binding)
+        if old_rebaseliner is not None and self.rebaseliner is not None:
+            self.rebaseliner.carry_pending_from(old_rebaseliner)
         self.model = binding
-        self.rebaseliner = self._new_rebaseliner(binding)
         return True
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:

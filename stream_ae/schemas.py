@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 
@@ -153,6 +153,14 @@ FeedbackKind = Literal[
 ]
 
 
+#: Timestamps must fall in years 1..9999 (what ISO-8601 output can show); this also
+#: keeps int64 grid arithmetic exact. Readings outside are dead-lettered, and a
+#: feedback time outside is refused when the record is decoded.
+MIN_TS_MS = -62_135_596_800_000
+MAX_TS_MS = 253_402_300_799_999
+TimestampMs = Annotated[int, msgspec.Meta(ge=MIN_TS_MS, le=MAX_TS_MS)]
+
+
 class FeedbackEvent(msgspec.Struct, frozen=True, kw_only=True):
     """What maintenance teams tell stream_ae, on ``maintenance.feedback`` (key = asset).
 
@@ -165,8 +173,8 @@ class FeedbackEvent(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: int = SCHEMA_VERSION
     asset_id: str
     kind: FeedbackKind
-    start_ms: int
-    end_ms: int | None = None
+    start_ms: TimestampMs
+    end_ms: TimestampMs | None = None
     event_id: str | None = None
     note: str = ""
     author: str = ""

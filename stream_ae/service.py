@@ -442,10 +442,27 @@ class ScorerService:
         events, problems = schemas.feedback_events(self._feedback.poll())
         for problem in problems:
             log.warning("%s", problem)
+        latest = now_ms() + self.settings.window.max_future_ms
         for fb in events:
             end = fb.maintenance_end_ms
-            if end is not None and self.pipeline.note_maintenance(fb.asset_id, end):
-                log.info("maintenance on %s ended at %d: a new warm-up from then", fb.asset_id, end)
+            if end is None:
+                if fb.kind == "maintenance":
+                    log.info("maintenance on %s has no end_ms yet: ignored", fb.asset_id)
+                continue
+            if end > latest:  # would hold every later restart of the asset back
+                log.warning(
+                    "maintenance on %s ending at %s is in the future (beyond "
+                    "window.max_future_ms): ignored; send maintenance_end when it ends",
+                    fb.asset_id,
+                    schemas.iso_ms(end),
+                )
+                continue
+            if self.pipeline.note_maintenance(fb.asset_id, end):
+                log.info(
+                    "maintenance on %s ended at %s: a new warm-up from then",
+                    fb.asset_id,
+                    schemas.iso_ms(end),
+                )
 
     def _swap(self, binding: ModelBinding, new: str, old: str) -> None:
         started = time.monotonic()

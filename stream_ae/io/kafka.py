@@ -220,6 +220,10 @@ class OutputProducer:
             overrides["transactional.id"] = transactional_id
         self._producer = Producer(client_config(kafka, **overrides))
         self._failures: list[str] = []
+        #: set by the first failed delivery: every later flush raises too, so no caller
+        #: can commit (or write a mark) past records that were lost, even after it
+        #: caught and logged the first error
+        self.broken: str | None = None
         self.transactional = transactional_id is not None
         self.delivered = 0
 
@@ -269,7 +273,13 @@ class OutputProducer:
         if self._failures:
             first, n = self._failures[0], len(self._failures)
             self._failures.clear()
-            raise DeliveryFailed(f"{n} records failed delivery, first: {first}")
+            self.broken = self.broken or f"{n} records failed delivery, first: {first}"
+        if self.broken is not None:
+            raise DeliveryFailed(
+                self.broken,
+                hint="records were lost: stop and restart, the next run replays from the "
+                "last commit",
+            )
 
     # transactions (exactly-once mode)
     def init_transactions(self, timeout_s: float = 30.0) -> None:
@@ -439,25 +449,31 @@ class TopicFollower:
                 },
             )
         )
-        md = self._consumer.list_topics(topic, timeout=10)
-        tmeta = md.topics.get(topic)
-        if tmeta is None or tmeta.error is not None:
+        try:
+            md = self._consumer.list_topics(topic, timeout=10)
+            tmeta = md.topics.get(topic)
+            if tmeta is None or tmeta.error is not None:
+                raise KafkaIOError("topic to follow does not exist", topic=topic)
+            parts = sorted(tmeta.partitions)
+            self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            self._pending = self._catch_up(parts, catch_up_s)
+        except BaseException:
             self._consumer.close()
-            raise KafkaIOError("topic to follow does not exist", topic=topic)
-        parts = sorted(tmeta.partitions)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        self._pending = self._catch_up(parts, catch_up_s)
+            raise
 
     def _catch_up(self, parts: list[int], timeout_s: float) -> list[Message]:
+        deadline = time.monotonic() + timeout_s
         ends: dict[int, int] = {}
+        unknown: list[int] = []
         for p in parts:
             marks = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=timeout_s
+                TopicPartition(self.topic, p), timeout=max(deadline - time.monotonic(), 0.1)
             )
-            if marks is not None and marks[1] > marks[0]:
+            if marks is None:
+                unknown.append(p)
+            elif marks[1] > marks[0]:
                 ends[p] = marks[1]
         out: list[Message] = []
-        deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
             msgs = self._consumer.consume(num_messages=500, timeout=0.2)
             out.extend(m for m in msgs if m.error() is None)
@@ -465,13 +481,13 @@ class TopicFollower:
             for tp in self._consumer.position([TopicPartition(self.topic, p) for p in ends]):
                 if tp.offset >= ends[tp.partition]:
                     del ends[tp.partition]
-        if ends:
+        if ends or unknown:
             log.warning(
                 "%s: caught up only partly in %.0f s (partitions %s not read to the end); "
-                "the rest follows",
+                "the rest follows as it is read",
                 self.topic,
                 timeout_s,
-                sorted(ends),
+                sorted([*ends, *unknown]),
             )
         return out
 

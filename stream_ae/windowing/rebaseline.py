@@ -52,8 +52,8 @@ class Rebaseliner:
     _state: dict[Key, _Baseline] = field(default_factory=dict)
     #: per asset: its next window starting at or after this time opens a new warm-up
     _restart_at: dict[Key, int] = field(default_factory=dict)
-    #: the same by asset id alone (maintenance reports name no partition)
-    _asset_restart_at: dict[str, int] = field(default_factory=dict)
+    #: maintenance ends per asset id (reports name no partition), not yet reached
+    _asset_restart_at: dict[str, list[int]] = field(default_factory=dict)
     warmup_windows: int = 0
     #: warm-ups started by a maintenance report (not by the first window or a gap)
     maintenance_restarts: int = 0
@@ -71,8 +71,18 @@ class Rebaseliner:
     def note_restart(self, asset_id: str, at_ms: int) -> None:
         """Maintenance on ``asset_id`` ended at ``at_ms``: its first window starting at
         or after that time opens a new warm-up, unless its current warm-up already
-        started there or later."""
-        self._asset_restart_at[asset_id] = max(at_ms, self._asset_restart_at.get(asset_id, at_ms))
+        started there or later. Several pending ends each take effect in turn."""
+        pending = self._asset_restart_at.setdefault(asset_id, [])
+        if at_ms not in pending:
+            pending.append(at_ms)
+            pending.sort()
+
+    def carry_pending_from(self, other: Rebaseliner) -> None:
+        """Keep ``other``'s maintenance ends not yet reached (a model swap that rebuilds
+        the windows and this re-baseliner)."""
+        for asset, ends in other._asset_restart_at.items():
+            for at in ends:
+                self.note_restart(asset, at)
 
     def set_reference(self, reference_mean: np.ndarray) -> None:
         """A new model's training mean (same channels): settled baselines are kept and
@@ -90,10 +100,15 @@ class Rebaseliner:
             del self._restart_at[key]
             self._state.pop(key, None)
             return True
-        pending = self._asset_restart_at.get(key[1])
-        if pending is None or start < pending:
+        ends = self._asset_restart_at.get(key[1])
+        if not ends or start < ends[0]:
             return False
-        del self._asset_restart_at[key[1]]
+        reached = [at for at in ends if at <= start]
+        pending = reached[-1]  # the latest maintenance end this window is after
+        if len(reached) == len(ends):
+            del self._asset_restart_at[key[1]]
+        else:
+            del ends[: len(reached)]
         st = self._state.get(key)
         if st is None or st.first_start_ms >= pending:
             return False  # this warm-up already began after the maintenance

@@ -82,12 +82,6 @@ def test_sigkill_mid_stream_then_restart_loses_no_event(env: Env, tmp_path: Path
     events = {e.event_id for e in events_of(settings)}
     missing = ref_events - events
     assert not missing, f"{len(missing)} events lost after SIGKILL"
-    # at-least-once: a window may come twice, but never with another score
-    scores: dict[tuple[str, int], list[float]] = {}
-    for r in scores_of(settings):
-        scores.setdefault((r.asset_id, r.window_start_ms), []).append(r.score)
-    changed = {k: v for k, v in scores.items() if max(v) - min(v) > 1e-5 * max(v)}
-    assert not changed, f"{len(changed)} windows published again with other scores"
 
 
 def test_exactly_once_mode_gives_no_duplicates_to_a_read_committed_reader(

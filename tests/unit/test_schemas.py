@@ -206,8 +206,12 @@ def test_bad_feedback_records_are_named_and_skipped() -> None:
 
     good = b'{"asset_id": "p", "kind": "maintenance_end", "start_ms": 5}'
     bad_kind = b'{"asset_id": "p", "kind": "repaired", "start_ms": 5}'
-    events, problems = feedback_events([M(b"not json", 0), M(good, 1), M(bad_kind, 2), M(None, 3)])
+    huge = b'{"asset_id": "p", "kind": "maintenance_end", "start_ms": 1e26}'
+    huge_int = b'{"asset_id": "p", "kind": "maintenance", "start_ms": 0, "end_ms": %d}' % 10**26
+    records = [M(b"not json", 0), M(good, 1), M(bad_kind, 2), M(None, 3), M(huge, 4)]
+    events, problems = feedback_events([*records, M(huge_int, 5)])
     assert [(e.asset_id, e.maintenance_end_ms) for e in events] == [("p", 5)]
-    assert len(problems) == 3
+    assert len(problems) == 5
+    assert "end_ms" in problems[4]
     assert "maintenance.feedback partition 2 offset 2" in problems[1]
     assert "kind" in problems[1] and "README" in problems[1]

@@ -222,3 +222,34 @@ def test_forgetting_a_partition_drops_only_its_baselines() -> None:
     assert a2.start_ms.tolist() == [5000]  # warmed up afresh
     assert b2.start_ms.tolist() == [3000]  # kept its baseline
     assert rb._restart_at == {}  # the gap noted for partition 0 went with it
+
+
+def test_several_pending_maintenance_ends_each_start_a_warmup() -> None:
+    rb = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+    rb.note_restart("a", 9000)
+    rb.note_restart("a", 5000)  # reported out of order, before any window
+    windows = [
+        _batch("a", [0, 1000, 2000, 3000, 4000], 3.0),
+        _batch("a", [5000, 6000, 7000, 8000], 6.0),
+        _batch("a", [9000, 10_000, 11_000, 12_000], 9.0),
+    ]
+    out = [rb.apply(b) for b in windows]
+    assert [o.start_ms.tolist() for o in out] == [
+        [2000, 3000, 4000],
+        [7000, 8000],
+        [11_000, 12_000],
+    ]
+    for o in out:  # each stretch shifted from its own level
+        np.testing.assert_allclose(o.values[:, 0, 0], 0.0)
+    assert rb.maintenance_restarts == 2
+
+
+def test_pending_maintenance_survives_a_rebuilt_rebaseliner() -> None:
+    old = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+    old.apply(_batch("a", [0, 1000, 2000], 3.0))
+    old.note_restart("a", 5000)
+    new = Rebaseliner(warmup_ms=2000, reference_mean=np.array([1.0, 11.0]))
+    new.carry_pending_from(old)
+    first = new.apply(_batch("a", [3000, 4000, 5000, 6000, 7000], 3.0))
+    assert first.start_ms.tolist() == [7000]  # warm-up 3–4 s, again from 5 s
+    assert new.maintenance_restarts == 1
