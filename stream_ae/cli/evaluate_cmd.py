@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         protocol: Annotated[
             str | None,
-            typer.Option("--protocol", help="skab-published or skab-causal."),
+            typer.Option("--protocol", help="skab-published, skab-causal or skab-streaming."),
         ] = None,
         data: Annotated[
             Path | None,
