@@ -70,6 +70,9 @@ class FileRun:
     train_seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     window_assets: list[str] = field(default_factory=list)  # (B,) asset of each window
+    #: (N,) bool: rows the decision rule can flag at all (the published rule never
+    #: flags the first W−1 and last 2W−2 test rows); None = every row
+    can_flag: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,7 @@ def run_split_file(
         counted=counted,
         train_seconds=fit_s,
         info={"published_reach": int(published_reach(n, model.window).sum())},
+        can_flag=published_reach(n, model.window) if rule == "published" else None,
     )
 
 

@@ -3,8 +3,9 @@
 ``write_report(dir, runs, result)`` writes:
 
 * ``<file>.png`` — the channels (each scaled to its own range), the window score
-  against the threshold, the labelled anomaly (red band) and the alarms (blue
-  band), so a person sees at a glance where the model is right and wrong;
+  against the threshold, the labelled anomaly (red band), the alarms (blue
+  band) and, for the published SKAB rule, the rows it can never flag (grey), so
+  a person sees at a glance where the model is right and wrong;
 * ``<file>.alarm<k>.png`` — for each alarm stretch (up to 5 longest per file),
   each channel's mean share of the reconstruction error over it;
 * ``summary.md`` and ``summary.json`` — the pooled metrics and one row per file.
@@ -65,6 +66,8 @@ def plot_file(run: FileRun, path: Path) -> None:
     for ax in (ax1, ax2):
         _bands(ax, t, run.labels.astype(bool), "red", "labelled anomaly")
     _bands(ax2, t, run.pred.astype(bool), "blue", "alarm")
+    if run.can_flag is not None:
+        _bands(ax2, t, ~run.can_flag, "grey", "the rule cannot flag")
     ax2.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
