@@ -102,6 +102,7 @@ BASELINE = ("m1", "mse", "hold", "hold")
 #: (alpha, gate); (0.0, 1.0) is the untracked score
 TRACKING = ((0.0, 1.0), (1 / 100, 1.0), (1 / 100, 1.5), (1 / 300, 1.0), (1 / 300, 1.5))
 F1_MIN, MAR_MAX, FAR_MARGIN = 0.83, 23.0, 2.0
+PICK_KEYS = ("q", "f", "f1", "far", "mar", "nab")
 
 Errors = dict[str, np.ndarray]  # "mse"/"mae" -> (N, C) per-channel window errors
 
@@ -281,43 +282,35 @@ def aggregation_grid(fits: list[Fitted], name: str) -> list[dict[str, Any]]:
         sc = ref.mean(0)
         sc = np.where(sc > 0, sc, 1.0)
         per.append((fit, agg(ref / sc), agg(test / sc)))
-    rows = []
-    for q, f in itertools.product(QUANTILES, FACTORS):
-        s = pooled([(fit, t.astype(np.float64), np.quantile(r, q) * f) for fit, r, t in per])
-        rows.append(
-            {
-                "aggregation": name,
-                "q": q,
-                "f": round(f, 3),
-                "f1": round(s["f1"], 4),
-                "far": round(s["far"], 2),
-                "mar": round(s["mar"], 2),
-                "nab": round(s["nab_standard"] or 0, 2),
-            }
-        )
-    return rows
+    return quantile_grid(per, {"aggregation": name})
 
 
 def variant_grid(fits: list[Fitted], variant: tuple[str, str, str, str]) -> list[dict[str, Any]]:
     model, err, norm, ref = variant
     per = [(fit, *variant_scores(fit, *variant)) for fit in fits]
+    return quantile_grid(per, {"model": model, "err": err, "norm": norm, "ref": ref})
+
+
+def metrics_row(keys: dict[str, Any], s: dict[str, Any], nab_digits: int = 2) -> dict[str, Any]:
+    """``keys`` followed by the pooled F1, FAR, MAR and NAB standard, rounded."""
+    return {
+        **keys,
+        "f1": round(s["f1"], 4),
+        "far": round(s["far"], 2),
+        "mar": round(s["mar"], 2),
+        "nab": round(s["nab_standard"] or 0, nab_digits),
+    }
+
+
+def quantile_grid(
+    per: list[tuple[Fitted, np.ndarray, np.ndarray]], keys: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One row per (q, f): threshold ``quantile(reference scores, q) × f`` per fit, for
+    ``per`` = (fit, reference window scores, test window scores)."""
     rows = []
     for q, f in itertools.product(QUANTILES, FACTORS):
         s = pooled([(fit, t.astype(np.float64), np.quantile(r, q) * f) for fit, r, t in per])
-        rows.append(
-            {
-                "model": model,
-                "err": err,
-                "norm": norm,
-                "ref": ref,
-                "q": q,
-                "f": round(f, 3),
-                "f1": round(s["f1"], 4),
-                "far": round(s["far"], 2),
-                "mar": round(s["mar"], 2),
-                "nab": round(s["nab_standard"] or 0, 2),
-            }
-        )
+        rows.append(metrics_row({**keys, "q": q, "f": round(f, 3)}, s))
     return rows
 
 
@@ -325,17 +318,7 @@ def tracking_grid(fits: list[Fitted], alpha: float, gate: float) -> list[dict[st
     rows = []
     for f in FACTORS:
         s = pooled([(fit, fit.tracked[alpha, gate], fit.thr_base * f) for fit in fits])
-        rows.append(
-            {
-                "alpha": alpha,
-                "gate": gate,
-                "f": round(f, 3),
-                "f1": round(s["f1"], 4),
-                "far": round(s["far"], 2),
-                "mar": round(s["mar"], 2),
-                "nab": round(s["nab_standard"] or 0, 1),
-            }
-        )
+        rows.append(metrics_row({"alpha": alpha, "gate": gate, "f": round(f, 3)}, s, 1))
     return rows
 
 
@@ -343,6 +326,18 @@ def targets_pick(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Lowest FAR among the rows with F1 ≥ F1_MIN and MAR ≤ MAR_MAX."""
     meets = [r for r in rows if r["f1"] >= F1_MIN and r["mar"] <= MAR_MAX]
     return min(meets, key=lambda r: r["far"]) if meets else None
+
+
+def report_pick(label: Any, rows: list[dict[str, Any]], far_caps: tuple[float, ...]) -> Any:
+    """Print ``label``'s targets pick and its best F1 at each FAR cap; return the pick."""
+    tp = targets_pick(rows)
+    parts: list[Any] = [label, "targets:", tp and {k: tp[k] for k in PICK_KEYS}]
+    for i, cap in enumerate(far_caps):
+        b = best_f1(rows, cap)
+        head = f"| bestF1@FAR<={cap:g}:" if i == 0 else f"| @<={cap:g}:"
+        parts += [head, b.get("f1"), b.get("far"), b.get("mar")]
+    print(*parts, flush=True)
+    return tp
 
 
 def best_f1(rows: list[dict[str, Any]], far_max: float) -> dict[str, Any]:
@@ -383,23 +378,7 @@ def main() -> None:
     for variant in VARIANTS:
         rows = variant_grid(fits, variant)
         grid += rows
-        tp = targets_pick(rows)
-        picks[str(variant)] = tp
-        b22, b15 = best_f1(rows, 22.0), best_f1(rows, 15.0)
-        print(
-            variant,
-            "targets:",
-            tp and {k: tp[k] for k in ("q", "f", "f1", "far", "mar", "nab")},
-            "| bestF1@FAR<=22:",
-            b22.get("f1"),
-            b22.get("far"),
-            b22.get("mar"),
-            "| @<=15:",
-            b15.get("f1"),
-            b15.get("far"),
-            b15.get("mar"),
-            flush=True,
-        )
+        picks[str(variant)] = report_pick(variant, rows, (22.0, 15.0))
 
     tracking: list[dict[str, Any]] = []
     cols = ("f", "f1", "far", "mar", "nab")
@@ -416,18 +395,7 @@ def main() -> None:
     for name in AGGREGATIONS:
         rows = aggregation_grid(fits, name)
         aggregation += rows
-        tp = targets_pick(rows)
-        picks[f"aggregation {name}"] = tp
-        b22 = best_f1(rows, 22.0)
-        print(
-            f"aggregation {name} targets:",
-            tp and {k: tp[k] for k in ("q", "f", "f1", "far", "mar", "nab")},
-            "| bestF1@FAR<=22:",
-            b22.get("f1"),
-            b22.get("far"),
-            b22.get("mar"),
-            flush=True,
-        )
+        picks[f"aggregation {name}"] = report_pick(f"aggregation {name}", rows, (22.0,))
 
     # the criterion: (alpha 0, gate 1) is the baseline itself, at q = 1
     base = picks[str(BASELINE)]

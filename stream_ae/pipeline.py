@@ -204,9 +204,12 @@ class Pipeline:
         if self.model.drift is not None:
             self.model.drift.update(windows.values, res.scores, windows.asset_ids)
         decider = self.model.decider
-        out.events.extend(decider.events(windows, res.scores, res.channel_shares, now_ms=now_ms))
+        limits = decider.limits(windows)  # once per batch: events and score records
+        out.events.extend(
+            decider.events(windows, res.scores, res.channel_shares, now_ms=now_ms, limits=limits)
+        )
         if self.publish_scores:
-            out.scores.extend(decider.score_records(windows, res.scores))
+            out.scores.extend(decider.score_records(windows, res.scores, limits))
         if self.publish_latents and self.model.encoder is not None:
             vectors = self.model.encoder(windows.values)
             out.latents.extend(

@@ -490,9 +490,11 @@ def readings_from_arrays(
     values: np.ndarray,
     present: np.ndarray,
     channels: list[str],
+    labels: np.ndarray | None = None,
 ) -> Readings:
     """Readings from time-major arrays: ``ts_ms`` (T,) or (T, A), ``values`` (T, A, C),
-    ``present`` (T, A) — the simulator's block layout."""
+    ``present`` (T, A) — the simulator's block layout; ``labels`` (T, A), when given,
+    become the readings' int8 labels."""
     t, a = present.shape
     ts = np.broadcast_to(ts_ms if ts_ms.ndim == 2 else ts_ms[:, None], (t, a))
     mask = present.reshape(-1)
@@ -503,4 +505,5 @@ def readings_from_arrays(
         ts.reshape(-1)[mask].astype(np.int64),
         values.reshape(t * a, -1)[mask].astype(np.float64),
         channels,
+        None if labels is None else labels.reshape(-1)[mask].astype(np.int8),
     )

@@ -257,6 +257,8 @@ class ScorerService:
         if self._marks:
             topics.append(marks_topic(s))
             config[marks_topic(s)] = {"cleanup.policy": "compact"}
+        if s.model.rebaseline_s > 0:  # maintenance reports start new warm-ups
+            topics.append(s.topics.feedback)
         admin.ensure_topics(
             topics,
             partitions=existing[s.topics.readings],
@@ -265,12 +267,6 @@ class ScorerService:
         )
         if s.model.hot_swap:
             ensure_control_topic(s)
-        if s.model.rebaseline_s > 0:  # maintenance reports start new warm-ups
-            admin.ensure_topics(
-                [s.topics.feedback],
-                partitions=existing[s.topics.readings],
-                replication_factor=s.topics.replication_factor,
-            )
 
     # -- the loop ------------------------------------------------------------------------
 

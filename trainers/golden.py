@@ -47,7 +47,7 @@ import numpy as np
 from stream_ae.errors import ArtifactError, ConfigError, DataError
 from stream_ae.evaluate.decisions import causal_rule
 from stream_ae.evaluate.metrics import Evaluation, evaluate_file, events_from_labels
-from stream_ae.readings_io import Readings, read_csv, to_windows
+from stream_ae.readings_io import Readings, read_csv, readings_from_arrays, to_windows
 from stream_ae.settings import Settings
 
 if TYPE_CHECKING:
@@ -242,15 +242,13 @@ def golden_from_simulator(
             faults.append(FaultSpec(names[a], kind, onset, DEFAULT_RAMP_S[kind]))
     sim = Simulator(assets, start_ts_ms=start_ts_ms, faults=faults, **kw)
     block = sim.step_block(steps)
-    t, a = block.present.shape
-    mask = block.present.reshape(-1)
-    ids = np.broadcast_to(np.array(block.asset_ids, dtype=object)[None, :], (t, a))
-    readings = Readings(
-        ids.reshape(-1)[mask].tolist(),
-        block.reading_ts_ms.reshape(-1)[mask].astype(np.int64),
-        block.values.reshape(t * a, -1)[mask].astype(np.float64),
+    readings = readings_from_arrays(
+        block.asset_ids,
+        block.reading_ts_ms,
+        block.values,
+        block.present,
         list(block.channels),
-        block.labels.reshape(-1)[mask].astype(np.int8),
+        block.labels,
     )
     return GoldenSet(name, (GoldenPart(name, readings),))
 

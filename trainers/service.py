@@ -120,8 +120,10 @@ class TrainerService:
     def champion(self) -> LoadedModel | None:
         """The registry's champion, loaded and verified (None without one)."""
         version = self.registry.champion()
-        if version is None:
-            return None
+        return None if version is None else self._load(version)
+
+    def _load(self, version: str) -> LoadedModel:
+        """Registered ``version``, loaded and verified."""
         from stream_ae.model.artifact import load_artifact
 
         return load_artifact(self.registry.path_of(version), device="cpu")
@@ -180,7 +182,7 @@ class TrainerService:
             announce=self._announce,
             exclude=exclude,
             max_excluded_share=s.trainer.max_excluded_share,
-            golden=s.trainer.golden_set or None,
+            golden=s.trainer.golden_set,
             golden_tolerance=s.trainer.golden_tolerance,
             trigger=trigger,
             trigger_detail=detail,
@@ -284,9 +286,7 @@ class TrainerService:
             check = DriftCheck(now_ms, None, why="no champion to compare with")
         else:
             try:
-                from stream_ae.model.artifact import load_artifact
-
-                loaded = load_artifact(self.registry.path_of(champion), device="cpu")
+                loaded = self._load(champion)
                 if readings is None:
                     readings = self.recent_readings(now_ms, list(loaded.metadata.channels))
                 report = self.measure_drift(loaded, readings)

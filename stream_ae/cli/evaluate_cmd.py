@@ -250,16 +250,17 @@ def _via_kafka(
     via: Any,
     refs: list[Any],
     readings: list[Any],
-    setups: list[Any],
+    setup: Any,
     spec: Any,
     period_ms: int,
     seconds: list[float],
 ) -> tuple[list[Any], list[Any]]:
-    """Each file through the broker; → (runs rebuilt from what came back, comparisons)."""
+    """Each file through the broker, every one with the scorer set up as ``setup``;
+    → (runs rebuilt from what came back, comparisons)."""
     from stream_ae.evaluate.via_kafka import compare, kafka_file_run
 
     got, comparisons = [], []
-    for ref, r, setup, secs in zip(refs, readings, setups, seconds, strict=True):
+    for ref, r, secs in zip(refs, readings, seconds, strict=True):
         run = via.run(ref.name, r, setup)
         mine = kafka_file_run(ref, r, run, spec, period_ms=period_ms)
         got.append(mine)
@@ -268,10 +269,11 @@ def _via_kafka(
 
 
 def _via_summary(
-    via: Any, title: str, refs: list[Any], got: list[Any], comparisons: list[Any]
+    via: Any, title: str, mine: dict[str, Any], got: list[Any], comparisons: list[Any]
 ) -> dict[str, Any]:
-    """The via_kafka section of the result, and its table."""
-    mine, theirs = _pooled(refs), _pooled(got)
+    """The via_kafka section of the result, and its table; ``mine`` is the in-process
+    runs' :func:`_pooled` metrics."""
+    theirs = _pooled(got)
     metrics_equal = json.dumps(mine, default=str) == json.dumps(theirs, default=str)
     files = [c.as_dict() for c in comparisons]
     out: dict[str, Any] = {
@@ -429,16 +431,26 @@ def _skab_streaming(
         "rule": RULE_NOTES["skab-streaming"].format(delay=delay),
     }
     readings = [skab_readings(p) for p in paths]
+    normal = read_csv(root / "anomaly-free" / "anomaly-free.csv", sep=";")
+    # the fit depends on the seed only (not on the variant): once per seed
+    fitted: dict[int, tuple[Any, Any, float]] = {}  # seed → (trained, scorer, threshold)
+    artifacts: dict[int, Path] = {}  # seed → the fit saved for --via-kafka's scorer
     for name, rb in variants.items():
         per_seed = []
         via_per_seed = []
         first_runs = None
         for seed in seeds:
-            console.print(f"{name}, seed {seed}: fitting on anomaly-free.csv")
-            normal = read_csv(root / "anomaly-free" / "anomaly-free.csv", sep=";")
-            trained = fit_trained(normal, spec, period_ms=1000, seed=seed)
-            scorer = trained.scorer("cpu")
-            threshold = trained.threshold.value * spec.threshold_factor
+            if seed in fitted:
+                console.print(f"{name}, seed {seed}: reusing its fit on anomaly-free.csv")
+            else:
+                console.print(f"{name}, seed {seed}: fitting on anomaly-free.csv")
+                trained = fit_trained(normal, spec, period_ms=1000, seed=seed)
+                fitted[seed] = (
+                    trained,
+                    trained.scorer("cpu"),
+                    trained.threshold.value * spec.threshold_factor,
+                )
+            trained, scorer, threshold = fitted[seed]
             runs, seconds = [], []
             for p, r in zip(paths, readings, strict=True):
                 t0 = time.perf_counter()
@@ -449,27 +461,25 @@ def _skab_streaming(
                 )
                 seconds.append(time.perf_counter() - t0)
             first_runs = first_runs or runs
-            summary = _pooled(runs)
-            summary["seed"] = seed
-            per_seed.append(summary)
+            pooled = _pooled(runs)
+            per_seed.append(pooled | {"seed": seed})
             if via is not None:
                 from stream_ae.evaluate.via_kafka import ScorerSetup, save_for_scorer
 
-                artifact = save_for_scorer(
-                    trained, threshold, spec, via.artifact_dir / f"{name}-{seed}"
-                )
+                if seed not in artifacts:  # the variants differ in the scorer's settings only
+                    artifacts[seed] = save_for_scorer(
+                        trained, threshold, spec, via.artifact_dir / f"seed-{seed}"
+                    )
                 setup = ScorerSetup(
-                    artifact,
+                    artifacts[seed],
                     fill_limit=spec.fill_limit,
                     rebaseline_s=rb,
                     persistence=(spec.persistence_k, spec.persistence_n),
                 )
-                got, comparisons = _via_kafka(
-                    via, runs, readings, [setup] * len(runs), spec, 1000, seconds
-                )
+                got, comparisons = _via_kafka(via, runs, readings, setup, spec, 1000, seconds)
                 title = f"skab-streaming, {name}, seed {seed}"
                 via_per_seed.append(
-                    _via_summary(via, title, runs, got, comparisons) | {"seed": seed}
+                    _via_summary(via, title, pooled, got, comparisons) | {"seed": seed}
                 )
         agg = _aggregate(per_seed)
         _print_table(f"skab-streaming, {name}", per_seed, agg)
@@ -515,20 +525,19 @@ def _csv(
             label_column=label_column,
             time_column=time_column,
             asset_column=asset_column,
-            default_asset=p.stem,
-        )
+        )  # no asset column: the asset is the file's stem
         t0 = time.perf_counter()
         runs.append(
             score_readings_with_artifact(p.name, r, loaded, delay=delay, persistence=persistence)
         )
         seconds.append(time.perf_counter() - t0)
         readings.append(r)
-    result = _pooled(runs)
-    result.update(
-        files=len(paths),
-        model=loaded.metadata.version,
-        rule=RULE_NOTES["skab-causal"].format(delay=delay),
-    )
+    pooled = _pooled(runs)
+    result = pooled | {
+        "files": len(paths),
+        "model": loaded.metadata.version,
+        "rule": RULE_NOTES["skab-causal"].format(delay=delay),
+    }
     _print_table(f"{path} with {loaded.metadata.version}", [result], result)
     if via is not None:
         from stream_ae.evaluate.via_kafka import ScorerSetup
@@ -536,9 +545,9 @@ def _csv(
         spec = artifact_spec(md, delay=delay, persistence=persistence)
         setup = ScorerSetup(loaded.path, fill_limit=spec.fill_limit, persistence=persistence)
         got, comparisons = _via_kafka(
-            via, runs, readings, [setup] * len(runs), spec, md.sample_period_ms, seconds
+            via, runs, readings, setup, spec, md.sample_period_ms, seconds
         )
-        result["via_kafka"] = _via_summary(via, str(path), runs, got, comparisons)
+        result["via_kafka"] = _via_summary(via, str(path), pooled, got, comparisons)
     if report is not None:
         from stream_ae.evaluate.report import write_report
 

@@ -102,7 +102,8 @@ def register(app: typer.Typer) -> None:
                     "far_target": far_target,
                     "far_factor": far_factor,
                     # an explicit per-window target wins over a configured daily budget
-                    **({"far_per_day": far_per_day} if far_target is None else {}),
+                    # (a --far-per-day beside it is dropped: load_settings ignores None flags)
+                    "far_per_day": far_per_day if far_target is None else None,
                 },
             }
         )
@@ -141,8 +142,8 @@ def register(app: typer.Typer) -> None:
             promote=promote,
             announce=say if announce else None,
             progress=progress,
-            golden=settings.trainer.golden_set or None,
-            golden_tolerance=settings.trainer.golden_tolerance,
+            golden=tr.golden_set,
+            golden_tolerance=tr.golden_tolerance,
         )
         gate = result.report["gate"]
         table = Table(title=f"candidate {result.version}", show_header=False)

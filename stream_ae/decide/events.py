@@ -57,28 +57,30 @@ class Decider:
         """``(B,)`` float64: each window's threshold (its asset's own, else the fleet's)."""
         return per_window(self.per_asset, self.threshold, windows.asset_ids)
 
-    def _limits(self, windows: WindowBatch | None) -> float | np.ndarray:
-        """The fleet threshold as a scalar when no asset has its own (no per-window work)."""
+    def limits(self, windows: WindowBatch | None) -> float | np.ndarray:
+        """The thresholds that judge ``windows``: the fleet threshold as a scalar when no
+        asset has its own (no per-window work), else :meth:`thresholds`. Work it out
+        once per batch and pass it to :meth:`events` and :meth:`score_records`."""
         if not self.per_asset:
             return self.threshold
         if windows is None:
             raise ValueError("a decider with per-asset thresholds needs the windows' asset ids")
         return self.thresholds(windows)
 
-    def _decide(
-        self, scores: np.ndarray, windows: WindowBatch | None, limits: float | np.ndarray
+    def anomalous(
+        self,
+        scores: np.ndarray,
+        windows: WindowBatch | None = None,
+        limits: float | np.ndarray | None = None,
     ) -> np.ndarray:
-        above = scores > limits
-        if self.persistence is None or windows is None:
-            return above
-        return self.persistence.apply(windows, above)
-
-    def anomalous(self, scores: np.ndarray, windows: WindowBatch | None = None) -> np.ndarray:
         """Above the threshold, and — with persistence — ``k`` of the asset's last ``n``.
 
         With per-asset thresholds ``windows`` is required (its asset ids choose them).
         """
-        return self._decide(scores, windows, self._limits(windows))
+        above = scores > (self.limits(windows) if limits is None else limits)
+        if self.persistence is None or windows is None:
+            return above
+        return self.persistence.apply(windows, above)
 
     def events(
         self,
@@ -87,10 +89,13 @@ class Decider:
         shares: np.ndarray,
         *,
         now_ms: int,
+        limits: float | np.ndarray | None = None,
     ) -> list[AnomalyEvent]:
-        """One event per window whose score exceeds the threshold, in input order."""
-        limits = self._limits(windows)
-        idx = np.flatnonzero(self._decide(scores, windows, limits))
+        """One event per window whose score exceeds the threshold, in input order
+        (``limits``: :meth:`limits` of these windows, when already worked out)."""
+        if limits is None:
+            limits = self.limits(windows)
+        idx = np.flatnonzero(self.anomalous(scores, windows, limits))
         if not len(idx):
             return []
         detected = iso_ms(now_ms)
@@ -125,8 +130,14 @@ class Decider:
             )
         return out
 
-    def score_records(self, windows: WindowBatch, scores: np.ndarray) -> list[ScoreRecord]:
-        limits = self._limits(windows)
+    def score_records(
+        self,
+        windows: WindowBatch,
+        scores: np.ndarray,
+        limits: float | np.ndarray | None = None,
+    ) -> list[ScoreRecord]:
+        if limits is None:
+            limits = self.limits(windows)
         used = limits.tolist() if isinstance(limits, np.ndarray) else [limits] * len(scores)
         return [
             ScoreRecord(

@@ -51,10 +51,38 @@ __all__ = [
 
 MS_PER_DAY = 86_400_000
 
+_REWRITE = "re-train the model to write a valid artifact"
+
 
 def _is_number(v: Any) -> TypeGuard[int | float]:
     """An int or float, not a bool (JSON ``true`` is not a threshold)."""
     return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_positive_int(v: Any) -> TypeGuard[int]:
+    """An int >= 1, not a bool."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _check_value(where: str, value: Any) -> float:
+    """Artifact field ``where`` as a float; :class:`ArtifactError` unless a finite number."""
+    if not _is_number(value) or not math.isfinite(value):
+        raise ArtifactError(
+            f"field '{where}' must be a finite number, got {value!r}", hint=_REWRITE
+        )
+    return float(value)
+
+
+def _check_params(where: str, params: Any) -> dict[str, float]:
+    """Artifact field ``where`` as a dict; :class:`ArtifactError` unless it maps names
+    to numbers."""
+    if not isinstance(params, Mapping) or not all(
+        isinstance(k, str) and _is_number(v) for k, v in params.items()
+    ):
+        raise ArtifactError(
+            f"field '{where}' must map names to numbers, got {params!r}", hint=_REWRITE
+        )
+    return dict(params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,29 +107,17 @@ class ThresholdSpec:
         if not isinstance(data, Mapping):
             raise ArtifactError(
                 f"field 'threshold' must be an object, got {type(data).__name__}",
-                hint="re-train the model to write a valid artifact",
+                hint=_REWRITE,
             )
         method = data.get("method")
         if not isinstance(method, str) or not method:
             raise ArtifactError(
                 f"field 'threshold.method' must be a non-empty string, got {method!r}",
-                hint="re-train the model to write a valid artifact",
+                hint=_REWRITE,
             )
-        params = data.get("params", {})
-        if not isinstance(params, Mapping) or not all(
-            isinstance(k, str) and _is_number(v) for k, v in params.items()
-        ):
-            raise ArtifactError(
-                f"field 'threshold.params' must map names to numbers, got {params!r}",
-                hint="re-train the model to write a valid artifact",
-            )
-        value = data.get("value")
-        if not _is_number(value) or not math.isfinite(value):
-            raise ArtifactError(
-                f"field 'threshold.value' must be a finite number, got {value!r}",
-                hint="re-train the model to write a valid artifact",
-            )
-        return cls(method=method, params=dict(params), value=float(value))
+        params = _check_params("threshold.params", data.get("params", {}))
+        value = _check_value("threshold.value", data.get("value"))
+        return cls(method=method, params=params, value=value)
 
 
 def _finite_scores(scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -369,8 +385,6 @@ def calibrate_pot(
 
 # ----------------------------------------------------------------------------- per asset
 
-_REWRITE = "re-train the model to write a valid artifact"
-
 
 class AssetThreshold(NamedTuple):
     """One asset's own threshold: its ``value``, the ``n`` calibration windows it
@@ -455,9 +469,7 @@ class AssetThresholds:
         """
         fleet = ThresholdSpec.from_dict(data)
         min_windows = data.get("per_asset_min_windows")
-        if min_windows is not None and (
-            not isinstance(min_windows, int) or isinstance(min_windows, bool) or min_windows < 1
-        ):
+        if min_windows is not None and not _is_positive_int(min_windows):
             raise ArtifactError(
                 "field 'threshold.per_asset_min_windows' must be a positive integer, "
                 f"got {min_windows!r}",
@@ -491,26 +503,14 @@ class AssetThresholds:
                     f"field '{where}' must be an object, got {type(entry).__name__}",
                     hint=_REWRITE,
                 )
-            value = entry.get("value")
-            if not _is_number(value) or not math.isfinite(value):
-                raise ArtifactError(
-                    f"field '{where}.value' must be a finite number, got {value!r}",
-                    hint=_REWRITE,
-                )
+            value = _check_value(f"{where}.value", entry.get("value"))
             n = entry.get("n")
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            if not _is_positive_int(n):
                 raise ArtifactError(
                     f"field '{where}.n' must be a positive integer, got {n!r}", hint=_REWRITE
                 )
-            params = entry.get("params", {})
-            if not isinstance(params, Mapping) or not all(
-                isinstance(k, str) and _is_number(v) for k, v in params.items()
-            ):
-                raise ArtifactError(
-                    f"field '{where}.params' must map names to numbers, got {params!r}",
-                    hint=_REWRITE,
-                )
-            per_asset[asset] = AssetThreshold(float(value), n, dict(params))
+            params = _check_params(f"{where}.params", entry.get("params", {}))
+            per_asset[asset] = AssetThreshold(value, n, params)
         return cls(fleet, per_asset, min_windows)
 
 
@@ -536,7 +536,7 @@ def calibrate_per_asset(
     exceedances per asset, a per-asset threshold is mostly noise and the pooled
     fleet threshold is the better estimate.
     """
-    if isinstance(min_windows, bool) or not isinstance(min_windows, int) or min_windows < 1:
+    if not _is_positive_int(min_windows):
         raise ConfigError(
             f"per-asset thresholds: min_windows={min_windows!r} must be a positive integer",
             hint="set trainer.per_asset_min_windows, e.g. 1000",

@@ -302,7 +302,7 @@ def run_split_file(
     windows, scores, shares, pred, counted = score_rows(
         test, scorer, threshold, model, period_ms=period_ms, rule=rule
     )
-    n = len(test)
+    reach = published_reach(len(test), model.window)
     return file_run(
         f"{path.parent.name}/{path.name}",
         test,
@@ -313,8 +313,8 @@ def run_split_file(
         threshold,
         counted=counted,
         train_seconds=fit_s,
-        info={"published_reach": int(published_reach(n, model.window).sum())},
-        can_flag=published_reach(n, model.window) if rule == "published" else None,
+        info={"published_reach": int(reach.sum())},
+        can_flag=reach if rule == "published" else None,
     )
 
 

@@ -53,11 +53,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -77,6 +77,8 @@ SCORE_ATOL = 1e-7
 SHOW = 5
 
 _SCORER = "from stream_ae.cli import console_main; console_main()"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,11 @@ def reading_messages(readings: Readings) -> list[tuple[bytes, bytes, int]]:
         values = {c: (None if math.isnan(v) else v) for c, v in zip(chans, rows[i], strict=True)}
         out.append((ids[i].encode(), enc.encode(_Wide(ids[i], ts[i], values)), ts[i]))
     return out
+
+
+def _decoded(messages: Iterable[Any], kind: type[_T]) -> list[_T]:
+    """Each record's JSON value, decoded as a ``kind``."""
+    return [msgspec.json.decode(m.value() or b"", type=kind) for m in messages]
 
 
 def expected_last_ts(readings: Readings, *, now_ms: int, max_future_ms: int) -> dict[str, int]:
@@ -344,18 +351,10 @@ class BrokerEval:
             t1 = time.perf_counter()
             code, unclosed, early, tail = self._score(tree, topics, expected, len(readings), n)
             score_s = time.perf_counter() - t1
-            scores = [
-                msgspec.json.decode(m.value() or b"", type=ScoreRecord)
-                for m in self._read(topics.scores)
-            ]
-            events = [
-                msgspec.json.decode(m.value() or b"", type=AnomalyEvent)
-                for m in self._read(topics.anomalies)
-            ]
-            quality = [
-                msgspec.json.decode(m.value() or b"", type=DataQualityEvent)
-                for m in self._read(topics.data_quality)
-            ]
+            scores = _decoded(self._read(topics.scores), ScoreRecord)
+            events = _decoded(self._read(topics.anomalies), AnomalyEvent)
+            # read whole once more: the scorer may have published more while stopping
+            quality = _decoded(self._read(topics.data_quality), DataQualityEvent)
             dead: Counter[str] = Counter()
             for m in self._read(topics.dead_letter):
                 headers = dict(m.headers() or [])
@@ -395,11 +394,6 @@ class BrokerEval:
 
         return [m for batch in read_range(self.settings.kafka, topic) for m in batch]
 
-    def _quality_now(self, topic: str) -> list[DataQualityEvent]:
-        return [
-            msgspec.json.decode(m.value() or b"", type=DataQualityEvent) for m in self._read(topic)
-        ]
-
     def _score(
         self,
         tree: Mapping[str, Any],
@@ -409,27 +403,38 @@ class BrokerEval:
         n: int,
     ) -> tuple[int | None, list[str], list[str], str]:
         """Run the scorer until every asset is closed at its last reading (or the child
-        dies, or a generous deadline passes); → (exit code, unclosed, early, log tail)."""
+        dies, or a generous deadline passes); → (exit code, unclosed, early, log tail).
+
+        The data-quality topic (made by :meth:`run`, empty until the scorer starts) is
+        followed by one consumer, its new records added up every half second."""
+        from stream_ae.io.kafka import TopicFollower
+
         log_path = self._dir / f"scorer-{n}.log"
         env = scorer_env(tree, os.environ, self._dir / "empty.toml")
-        # start-up (imports, model check, group join) + the flush timeout + scoring time
-        deadline = time.monotonic() + 120 + self.flush_idle_ms / 1000 + n_readings / 1000
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _SCORER, "score"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            unclosed, early = sorted(expected), list[str]()
-            try:
-                while proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                    unclosed, early = close_state(self._quality_now(topics.data_quality), expected)
-                    if not unclosed:
-                        break
-            finally:
-                code = _stop(proc)
+        follower = TopicFollower(self.settings.kafka, topics.data_quality)
+        try:
+            # start-up (imports, model check, group join) + the flush timeout + scoring time
+            deadline = time.monotonic() + 120 + self.flush_idle_ms / 1000 + n_readings / 1000
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", _SCORER, "score"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                unclosed, early = sorted(expected), list[str]()
+                quality: list[DataQualityEvent] = []
+                try:
+                    while proc.poll() is None and time.monotonic() < deadline:
+                        time.sleep(0.5)
+                        quality += _decoded(follower.poll(), DataQualityEvent)
+                        unclosed, early = close_state(quality, expected)
+                        if not unclosed:
+                            break
+                finally:
+                    code = _stop(proc)
+        finally:
+            follower.close()
         tail = log_path.read_text(errors="replace")[-3000:]
         return code, unclosed, early, tail
 

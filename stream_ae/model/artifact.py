@@ -326,7 +326,7 @@ def write_current_pointer(out_dir: Path, version: str | Path) -> Path:
     out_dir = Path(out_dir)
     name = version.name if isinstance(version, Path) else version
     target = out_dir / name
-    if not _SAFE_NAME.match(name) or not (target / METADATA_FILE).is_file():
+    if not safe_name(name) or not (target / METADATA_FILE).is_file():
         raise ArtifactError(
             f"{target} is not an artifact version directory (no {METADATA_FILE})",
             hint=f"pass the name of a version directory inside {out_dir}",
@@ -390,7 +390,7 @@ def _follow_pointer(pointer: Path) -> Path:
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"cannot read {pointer}: {exc}") from exc
     target = pointer.parent / name
-    if not _SAFE_NAME.match(name) or not (target / METADATA_FILE).is_file():
+    if not safe_name(name) or not (target / METADATA_FILE).is_file():
         raise ArtifactError(
             f"{pointer} names {name!r}, which is not a version directory with {METADATA_FILE}",
             hint="point it at an existing version (write_current_pointer) or remove it",

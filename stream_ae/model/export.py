@@ -238,10 +238,7 @@ def export_model(
                 tol,
                 check,
             )
-            os.chmod(tmp, 0o644)
-            _fsync_file(tmp)
-            os.replace(tmp, final)
-            tmp = None
+            replace_synced(final, data, mode=0o644)  # the checked bytes; tmp goes below
             manifest = _updated_manifest(vdir, meta.version, meta.weights_sha256, fmt, record)
             manifest_path = _write_manifest(vdir, manifest)
         except StreamAEError:
@@ -409,11 +406,6 @@ def _locked(vdir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def _updated_manifest(

@@ -69,6 +69,7 @@ class ChannelScaler:
         self._mean32 = self.mean.astype(np.float32)[:, None]
         self._inv_std32 = (1.0 / self.std).astype(np.float32)[:, None]
         self.error_scale: npt.NDArray[np.float64] | None = None
+        self._error_scale32: npt.NDArray[np.float32] | None = None
         if error_scale is not None:
             scale = np.asarray(error_scale, dtype=np.float64).reshape(-1)
             if scale.shape != mean_arr.shape:
@@ -79,6 +80,14 @@ class ChannelScaler:
             if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
                 raise ValueError("error_scale must be finite and positive")
             self.error_scale = scale
+            self._error_scale32 = scale.astype(np.float32)
+
+    def scale_errors(self, errors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Per-channel errors ``(N, C)`` float32 divided by ``error_scale`` (a new array);
+        ``errors`` itself when the model has no error scale."""
+        if self._error_scale32 is None:
+            return errors
+        return errors / self._error_scale32
 
     def with_error_scale(self, error_scale: npt.ArrayLike | None) -> ChannelScaler:
         """A copy with ``error_scale`` set (``None`` removes it)."""

@@ -161,9 +161,7 @@ class Scorer:
             for start in range(0, n, self.max_batch):
                 stop = min(start + self.max_batch, n)
                 errors[start:stop] = self.chunk_errors(self.scaler.transform(arr[start:stop]))
-        if self.scaler.error_scale is not None:
-            errors /= self.scaler.error_scale.astype(np.float32)
-        return result_from_errors(errors)
+        return result_from_errors(self.scaler.scale_errors(errors))
 
     def chunk_errors(self, scaled: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Per-channel errors ``(b, C)`` of one chunk of *scaled* windows ``(b, C, W)``.

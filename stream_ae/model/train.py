@@ -304,8 +304,7 @@ def fit_autoencoder(
     if error_norm == "holdout":  # what Scorer.score does with the scale, without a 2nd pass
         scale = ChannelScaler.error_scale_from(result.channel_errors)
         scaler = scaler.with_error_scale(scale)
-        errors = result.channel_errors / scale.astype(np.float32)
-        result = result_from_errors(errors.astype(np.float32, copy=False))
+        result = result_from_errors(scaler.scale_errors(result.channel_errors))
     model = model.to("cpu").eval()
     scores = result.scores
     threshold = calibrate_quantile(scores, threshold_quantile)

@@ -43,6 +43,7 @@ class _Baseline:
     total: np.ndarray  # (C,) sum of window means during warm-up
     count: int = 0
     mean: np.ndarray | None = None  # (C,) the warm-up's mean, once settled
+    offset: np.ndarray | None = None  # (C,) reference_mean − mean, float32
 
 
 @dataclass
@@ -93,16 +94,24 @@ class Rebaseliner:
                 f"reference mean of shape {ref.shape}, expected {self.reference_mean.shape}"
             )
         self.reference_mean = ref
+        for st in self._state.values():
+            if st.mean is not None:
+                st.offset = self._offset(st.mean)
 
-    def _restarts(self, key: Key, start: int) -> bool:
+    def _offset(self, mean: np.ndarray) -> np.ndarray:
+        return np.asarray(self.reference_mean - mean, dtype=np.float32)
+
+    def _restart_if_due(self, key: Key, start: int) -> None:
+        """Drop ``key``'s baseline when the window starting at ``start`` is the first
+        after a noted gap or maintenance end (a new warm-up then begins with it)."""
         restart = self._restart_at.get(key)
         if restart is not None and start >= restart:
             del self._restart_at[key]
             self._state.pop(key, None)
-            return True
+            return
         ends = self._asset_restart_at.get(key[1])
         if not ends or start < ends[0]:
-            return False
+            return
         reached = [at for at in ends if at <= start]
         pending = reached[-1]  # the latest maintenance end this window is after
         if len(reached) == len(ends):
@@ -111,10 +120,9 @@ class Rebaseliner:
             del ends[: len(reached)]
         st = self._state.get(key)
         if st is None or st.first_start_ms >= pending:
-            return False  # this warm-up already began after the maintenance
+            return  # this warm-up already began after the maintenance
         del self._state[key]
         self.maintenance_restarts += 1
-        return True
 
     def apply(self, windows: WindowBatch) -> WindowBatch:
         """Warm-up windows are dropped (they only feed the baseline); the rest are
@@ -133,7 +141,7 @@ class Rebaseliner:
             )
         ):
             key = (p, asset)
-            self._restarts(key, start)
+            self._restart_if_due(key, start)
             st = self._state.get(key)
             if st is None:
                 st = self._state[key] = _Baseline(start, np.zeros(values.shape[1]))
@@ -144,7 +152,9 @@ class Rebaseliner:
                     keep[i] = False
                     continue
                 st.mean = st.total / max(st.count, 1)
-            values[i] += (self.reference_mean - st.mean)[:, None].astype(values.dtype)
+                st.offset = self._offset(st.mean)
+            assert st.offset is not None
+            values[i] += st.offset[:, None]
         self.warmup_windows += int((~keep).sum())
         shifted = WindowBatch(
             windows.asset_ids, windows.partitions, windows.start_ms, windows.end_ms, values

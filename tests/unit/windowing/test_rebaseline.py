@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from stream_ae.readings_io import concat_windows
+from stream_ae.windowing import GridSpec
 from stream_ae.windowing.rebaseline import Rebaseliner
 from stream_ae.windowing.windower import Gap, WindowBatch
+
+_SPEC = GridSpec(period_ms=1000, size=4, hop=1, lateness_ms=0, fill_limit=0, n_channels=2)
 
 
 def _batch(asset: str, starts: list[int], level: float, c: int = 2, w: int = 4) -> WindowBatch:
@@ -59,14 +63,7 @@ def _run(batches: list[WindowBatch], gaps: list[Gap], note_before: int) -> Windo
         if i == note_before:
             rb.note_gaps(gaps)
         out.append(rb.apply(b))
-    kept = [o for o in out if len(o)]
-    return WindowBatch(
-        [a for o in kept for a in o.asset_ids],
-        np.concatenate([o.partitions for o in kept]),
-        np.concatenate([o.start_ms for o in kept]),
-        np.concatenate([o.end_ms for o in kept]),
-        np.concatenate([o.values for o in kept]),
-    )
+    return _cat(*out)
 
 
 def _before_and_after_gap() -> tuple[WindowBatch, WindowBatch]:
@@ -100,14 +97,8 @@ def test_a_silence_restarts_only_windows_that_start_after_the_last_reading() -> 
     assert kept.start_ms.tolist() == got.start_ms.tolist()
 
 
-def _cat(a: WindowBatch, b: WindowBatch) -> WindowBatch:
-    return WindowBatch(
-        a.asset_ids + b.asset_ids,
-        np.concatenate([a.partitions, b.partitions]),
-        np.concatenate([a.start_ms, b.start_ms]),
-        np.concatenate([a.end_ms, b.end_ms]),
-        np.concatenate([a.values, b.values]),
-    )
+def _cat(*batches: WindowBatch) -> WindowBatch:
+    return concat_windows(batches, _SPEC)
 
 
 # -- maintenance, model swaps, partitions handed away -------------------------------------
@@ -117,28 +108,13 @@ def _apply_split(rb: Rebaseliner, batch: WindowBatch, at: int) -> WindowBatch:
     """Apply ``batch`` as two batches split before window ``at``; concatenate the output."""
     parts = [rb.apply(batch.select(np.arange(len(batch)) < at))]
     parts.append(rb.apply(batch.select(np.arange(len(batch)) >= at)))
-    kept = [o for o in parts if len(o)]
-    return WindowBatch(
-        [a for o in kept for a in o.asset_ids],
-        np.concatenate([o.partitions for o in kept]),
-        np.concatenate([o.start_ms for o in kept]),
-        np.concatenate([o.end_ms for o in kept]),
-        np.concatenate([o.values for o in kept]),
-    )
+    return _cat(*parts)
 
 
 def _maintained() -> WindowBatch:
     """Asset a at level 3 for windows 0..4 s, at level 6 from 5 s (after maintenance)."""
-    before, after = (
-        _batch("a", [0, 1000, 2000, 3000, 4000], 3.0),
-        _batch("a", [5000, 6000, 7000, 8000], 6.0),
-    )
-    return WindowBatch(
-        [*before.asset_ids, *after.asset_ids],
-        np.concatenate([before.partitions, after.partitions]),
-        np.concatenate([before.start_ms, after.start_ms]),
-        np.concatenate([before.end_ms, after.end_ms]),
-        np.concatenate([before.values, after.values]),
+    return _cat(
+        _batch("a", [0, 1000, 2000, 3000, 4000], 3.0), _batch("a", [5000, 6000, 7000, 8000], 6.0)
     )
 
 
