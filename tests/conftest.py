@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+#: the CLI modules whose module-level rich consoles print what tests read
+CLI_MODULES = tuple(
+    f"stream_ae.cli.{name}"
+    for name in ("commands", "retrain_cmd", "demo_cmd", "evaluate_cmd", "export_cmd")
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,13 +44,34 @@ def _one_torch_thread() -> None:
 
 @pytest.fixture
 def cli_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """For tests that run the CLI in-process: no STREAM_AE_* from the caller, and the
-    CLI's global options (--config/--set/--log-level) and logging restored after."""
+    """For tests that run the CLI in-process: no STREAM_AE_* from the caller, the
+    CLI's global options (--config/--set/--log-level) and logging restored after, and
+    its rich consoles 250 columns wide.
+
+    The consoles are module globals, and rich fixes a console's width from COLUMNS
+    when it is made: a caller with COLUMNS=80 in its environment (a CI shell, an xdist
+    worker) would otherwise wrap the tables the tests read, whatever ``env`` a
+    ``CliRunner`` passes later.
+    """
+    from rich.console import Console
+
     from stream_ae import cli
 
     for name in list(os.environ):
         if name.startswith("STREAM_AE_"):
             monkeypatch.delenv(name)
+    for module in CLI_MODULES:
+        importlib.import_module(module)
+    consoles = [
+        obj
+        for name, module in list(sys.modules.items())
+        if name.startswith("stream_ae.cli")
+        for obj in vars(module).values()
+        if isinstance(obj, Console)
+    ]
+    widths = [c._width for c in consoles]
+    for c in consoles:
+        c.width = 250
     root, ours = logging.getLogger(), logging.getLogger("stream_ae")
     saved = (list(root.handlers), root.level, ours.level)
     state = (cli._State.config, cli._State.overrides, cli._State.log_level)
@@ -51,3 +80,5 @@ def cli_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     root.setLevel(saved[1])
     ours.setLevel(saved[2])
     cli._State.config, cli._State.overrides, cli._State.log_level = state
+    for c, width in zip(consoles, widths, strict=True):
+        c._width = width
