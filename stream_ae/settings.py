@@ -184,6 +184,12 @@ class TrainSettings(_Section):
     #: normal windows, so no channel dominates just by being hard to reconstruct
     #: (stored in the artifact's scaler; docs/evaluation.md has the SKAB numbers).
     error_norm: Literal["none", "holdout"] = "none"
+    #: Score a window by the error of its newest this-many time steps (the model
+    #: still sees the whole window); 0 = the whole window. The live rule gives each
+    #: reading the verdict of the window ending at it, so a tail makes that verdict
+    #: describe the newest readings: anomalies are flagged sooner and stop being
+    #: flagged sooner. At most window.size; stored in the artifact.
+    score_tail: int = Field(default=0, ge=0)
     seed: int = 0
     hparams: dict[str, float] = Field(default_factory=dict)
     output_dir: Path = Path("artifacts")

@@ -96,6 +96,7 @@ def fit(
         variant=t.variant,
         variant_params=dict(t.variant_params),
         error_norm=t.error_norm,
+        score_tail=t.score_tail,
     )
 
 

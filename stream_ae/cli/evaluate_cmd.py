@@ -101,6 +101,14 @@ def register(app: typer.Typer) -> None:
                 help="SKAB: none, or holdout (each channel's error / its held-out mean).",
             ),
         ] = "none",
+        score_tail: Annotated[
+            int,
+            typer.Option(
+                "--score-tail",
+                min=0,
+                help="SKAB: score each window by its newest K readings' error (0 = all).",
+            ),
+        ] = 0,
         rebaseline_s: Annotated[
             float,
             typer.Option("--rebaseline-s", help="skab-streaming: warm-up seconds (0 = off)."),
@@ -152,6 +160,7 @@ def register(app: typer.Typer) -> None:
             "architecture": architecture,
             "variant": variant,
             "error_norm": error_norm,
+            "score_tail": score_tail,
         }
         if protocol is not None and protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")

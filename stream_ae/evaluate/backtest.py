@@ -84,6 +84,8 @@ class ModelSpec:
     variant_params: dict[str, float | str] = field(default_factory=dict)
     #: train.error_norm: "none" or "holdout" (per-channel error normalisation)
     error_norm: str = "none"
+    #: train.score_tail: a window's score is its newest this-many steps' error (0 = all)
+    score_tail: int = 0
     window: int = 60
     hop: int = 1
     epochs: int = 30
@@ -184,6 +186,7 @@ def fit_trained(train: Readings, model: ModelSpec, *, period_ms: int, seed: int)
         variant=model.variant,
         variant_params=dict(model.variant_params),
         error_norm=model.error_norm,
+        score_tail=model.score_tail,
     )
     return trained
 

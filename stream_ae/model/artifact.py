@@ -31,7 +31,15 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from stream_ae.decide.threshold import AssetThresholds, ThresholdSpec
@@ -88,6 +96,11 @@ class ArtifactMetadata(BaseModel):
     ``variant`` is the training variant (:data:`stream_ae.model.variants.VARIANTS`)
     and ``variant_params`` its resolved parameters; metadata written before
     variants existed has neither and reads as ``"plain"`` with ``{}``.
+
+    ``score_tail`` (``train.score_tail``) is how many of a window's newest time
+    steps its score is taken over, 0 = all ``window`` (older metadata has none and
+    reads as 0). It is part of what the threshold was calibrated on, so it is the
+    model's, not a scorer setting.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -103,6 +116,7 @@ class ArtifactMetadata(BaseModel):
     sample_period_ms: int = Field(gt=0)
     window: int = Field(gt=0)
     hop: int = Field(gt=0)
+    score_tail: int = Field(default=0, ge=0)
     scaler: dict[str, Any]
     threshold: dict[str, Any]
     training: dict[str, Any] = Field(default_factory=dict)
@@ -119,6 +133,14 @@ class ArtifactMetadata(BaseModel):
                 "use the stream_ae release that wrote it or re-train"
             )
         return v
+
+    @model_validator(mode="after")
+    def _tail_within_window(self) -> ArtifactMetadata:
+        if self.score_tail > self.window:
+            raise ValueError(
+                f"score_tail {self.score_tail} is longer than the window ({self.window})"
+            )
+        return self
 
     @field_validator("channels")
     @classmethod
@@ -220,6 +242,7 @@ def new_metadata(
     created_at: datetime | None = None,
     variant: str = "plain",
     variant_params: Mapping[str, int | float | str] | None = None,
+    score_tail: int = 0,
 ) -> ArtifactMetadata:
     """Build complete metadata for ``model``, hashing its serialised weights.
 
@@ -238,6 +261,7 @@ def new_metadata(
         sample_period_ms=sample_period_ms,
         window=window,
         hop=hop,
+        score_tail=score_tail,
         scaler=scaler.to_dict(),
         threshold=threshold.to_dict(),
         training=_jsonable(dict(training or {})),
@@ -552,6 +576,7 @@ def load_artifact(
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{weights_path}: cannot load weights: {exc}", hint=_RETRAIN) from exc
+    model.score_tail = meta.score_tail  # what the threshold was calibrated on
 
     if runtime == "torch" and precision == "float32":
         scorer = Scorer(model, scaler, device, max_batch=max_batch)

@@ -30,6 +30,7 @@ __all__ = [
     "VariationalHead",
     "build_model",
     "resolve_hparams",
+    "tail_errors",
 ]
 
 #: Minimum window length the conv model supports (two stride-2 stages need >= 4;
@@ -54,6 +55,10 @@ class Autoencoder(nn.Module):
 
     Backbones set ``n_channels``, ``window``, ``latent``, ``feature_dim`` and the
     ``to_latent`` layer ``Linear(feature_dim, latent)``.
+
+    ``score_tail`` (not a weight: set from the artifact's metadata when a model is
+    trained or loaded) is how many of a window's newest time steps its error is
+    taken over; 0 = all ``W`` (:func:`tail_errors`).
     """
 
     n_channels: int
@@ -61,6 +66,7 @@ class Autoencoder(nn.Module):
     latent: int
     feature_dim: int
     to_latent: nn.Linear
+    score_tail: int = 0
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, W)`` -> encoder features ``(B, feature_dim)``."""
@@ -78,6 +84,22 @@ class Autoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruct ``x``: ``(B, C, W)`` -> ``(B, C, W)``."""
         return self.decode(self.encode(x))
+
+
+def tail_errors(recon: torch.Tensor, x: torch.Tensor, tail: int = 0) -> torch.Tensor:
+    """Mean squared error per channel over the newest ``tail`` time steps (0 = all):
+    ``(B, C, W)`` twice -> ``(B, C)``.
+
+    Why a tail: the live rule gives each reading the verdict of the window that
+    ends at it. Over the whole window that verdict mostly describes the W − 1
+    readings before it, so an anomaly is flagged late and stays flagged for up to
+    W − 1 normal readings after it ends. Over the newest readings (the model still
+    sees the whole window as context) it describes the readings it is given to.
+    """
+    d = recon - x
+    if tail:
+        d = d[..., -tail:]
+    return d.square().mean(dim=2)
 
 
 class ConvAutoencoder(Autoencoder):
@@ -272,12 +294,12 @@ class VariationalAutoencoder(Autoencoder):
     def channel_errors(self, x: torch.Tensor) -> torch.Tensor:
         """Expected squared reconstruction error per channel: ``(B, C, W) -> (B, C)``."""
         if self.mc_samples == 0:
-            return (self.decode(self.encode(x)) - x).square().mean(dim=2)
+            return tail_errors(self.decode(self.encode(x)), x, self.score_tail)
         mean, logvar = self.encode_dist(x)
         std = (0.5 * logvar).exp()
         total = torch.zeros(x.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
         for eps in self._mc_eps:  # (latent,) each; L decoder passes over the batch
-            total += (self.decode(mean + std * eps) - x).square().mean(dim=2)
+            total += tail_errors(self.decode(mean + std * eps), x, self.score_tail)
         return total / self.mc_samples
 
 

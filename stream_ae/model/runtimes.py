@@ -76,9 +76,15 @@ from torch import nn
 
 from stream_ae.durable import read_verified
 from stream_ae.errors import ArtifactError, ConfigError
-from stream_ae.model.autoencoders import VariationalAutoencoder
+from stream_ae.model.autoencoders import VariationalAutoencoder, tail_errors
 from stream_ae.model.scaler import ChannelScaler
-from stream_ae.model.scorer import DEFAULT_MAX_BATCH, Scorer, reconstruction_errors, resolve_device
+from stream_ae.model.scorer import (
+    DEFAULT_MAX_BATCH,
+    Scorer,
+    reconstruction_errors,
+    resolve_device,
+    score_tail_of,
+)
 
 if TYPE_CHECKING:
     from stream_ae.model.artifact import ArtifactMetadata
@@ -289,7 +295,8 @@ class ChannelErrorsModule(nn.Module):
 
     With ``half=True`` the model (converted by the caller with ``.half()``) sees
     ``x`` clamped to ``±HALF_CLAMP`` in float16, and the reconstruction is
-    compared with the float32 ``x`` in float32.
+    compared with the float32 ``x`` in float32. The model's ``score_tail`` (the
+    newest time steps the error is taken over) is baked into the export.
     """
 
     def __init__(self, model: nn.Module, *, half: bool = False) -> None:
@@ -297,6 +304,7 @@ class ChannelErrorsModule(nn.Module):
         self.model = model
         self.use_half = half
         self.mc_samples = model.mc_samples if isinstance(model, VariationalAutoencoder) else 0
+        self.tail = score_tail_of(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, W)`` -> ``(B, C)``."""
@@ -319,9 +327,8 @@ class ChannelErrorsModule(nn.Module):
             return self._errors(recon, x)
         return reconstruction_errors(model, xin).float()
 
-    @staticmethod
-    def _errors(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (recon.to(x.dtype) - x).square().mean(dim=2)
+    def _errors(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return tail_errors(recon.to(x.dtype), x, self.tail)
 
 
 # ----------------------------------------------------------------------------- backends

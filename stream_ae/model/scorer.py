@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from stream_ae.errors import ConfigError, DataError
+from stream_ae.model.autoencoders import tail_errors
 from stream_ae.model.scaler import ChannelScaler
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Scorer",
     "reconstruction_errors",
     "resolve_device",
+    "score_tail_of",
     "set_threads",
 ]
 
@@ -181,14 +183,20 @@ def reconstruction_errors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     A model with a ``channel_errors`` method (the variational autoencoder, whose
     score may be an expectation over latent samples) computes it itself; for any
-    other it is ``mean_t (model(x) - x)^2``.
+    other it is ``mean_t (model(x) - x)^2``, over the model's newest
+    ``score_tail`` time steps when that is set (``train.score_tail``; 0 = all).
     """
     own = getattr(model, "channel_errors", None)
     if callable(own):
         err: torch.Tensor = own(x)
         return err
     recon: torch.Tensor = model(x)
-    return (recon - x).square_().mean(dim=2)
+    return tail_errors(recon, x, score_tail_of(model))
+
+
+def score_tail_of(model: nn.Module) -> int:
+    """The model's ``score_tail`` (0 = the whole window; any model without one)."""
+    return int(getattr(model, "score_tail", 0))
 
 
 def result_from_errors(errors: npt.NDArray[np.float32]) -> ScoreResult:

@@ -170,6 +170,7 @@ def fit_autoencoder(
     variant: str = "plain",
     variant_params: Mapping[str, int | float | str] | None = None,
     error_norm: str = "none",
+    score_tail: int = 0,
 ) -> TrainedModel:
     """Train ``architecture`` on raw float32 windows ``(N, C, W)`` in time order.
 
@@ -192,6 +193,11 @@ def fit_autoencoder(
     ``error_norm="holdout"`` stores each channel's mean held-out error in the
     scaler (:attr:`ChannelScaler.error_scale`); scores, the threshold and channel
     shares are then in units of "times the normal error" per channel.
+
+    ``score_tail`` > 0 scores a window by the error of its newest ``score_tail``
+    time steps only (:func:`~stream_ae.model.autoencoders.tail_errors`); training
+    and early stopping still use the whole window, the held-out scores, the
+    threshold and ``error_norm`` the tail. Recorded in the metadata.
 
     ``training_info`` (e.g. ``source``, ``start``, ``end``) is stored in the
     metadata's ``training`` section together with the computed counts, losses
@@ -224,6 +230,16 @@ def fit_autoencoder(
     resolved_hparams = resolve_hparams(architecture, hparams)
     strategy = make_strategy(variant, variant_params)
     n, _, window = arr.shape
+    if isinstance(score_tail, bool) or not isinstance(score_tail, int) or score_tail < 0:
+        raise ConfigError(
+            f"score_tail={score_tail!r} must be a whole number >= 0",
+            hint="set train.score_tail to 0 (the whole window) or a number of time steps",
+        )
+    if score_tail > window:
+        raise ConfigError(
+            f"score_tail={score_tail} is longer than the window ({window} time steps)",
+            hint=f"set train.score_tail to at most {window} (window.size), or 0 for all",
+        )
     n_train_avail, n_holdout = _split_counts(n, holdout_fraction)
     if n < MIN_WINDOWS or n_holdout < MIN_HOLDOUT or n_train_avail < MIN_TRAIN:
         raise DataError(
@@ -300,6 +316,7 @@ def fit_autoencoder(
         model.load_state_dict(best_state)
     del train_x, val_x
 
+    model.score_tail = score_tail
     result = Scorer(model, scaler, dev).score(holdout_raw)
     if error_norm == "holdout":  # what Scorer.score does with the scale, without a 2nd pass
         scale = ChannelScaler.error_scale_from(result.channel_errors)
@@ -338,6 +355,7 @@ def fit_autoencoder(
         best_val_loss=best_val,
         threshold_quantile=threshold_quantile,
         error_norm=error_norm,
+        score_tail=score_tail,
         wall_time_s=round(time.perf_counter() - t0, 3),
     )
     metadata = new_metadata(
@@ -354,5 +372,6 @@ def fit_autoencoder(
         metrics=metrics,
         variant=variant,
         variant_params=strategy.params,
+        score_tail=score_tail,
     )
     return TrainedModel(model=model, scaler=scaler, metadata=metadata)
