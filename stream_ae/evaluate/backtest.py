@@ -203,13 +203,23 @@ def window_verdicts(
     alarms on."""
     above = np.asarray(scores) > threshold
     out = np.zeros(len(above), bool)
-    assets = np.asarray(list(window_assets), dtype=object)
-    for asset in dict.fromkeys(window_assets):
-        sel = assets == asset
-        out[sel] = k_of_n(
-            above[sel], model.persistence_k, model.persistence_n, window_start_ms[sel]
-        )
+    starts = np.asarray(window_start_ms)
+    for sel in asset_groups(window_assets).values():
+        out[sel] = k_of_n(above[sel], model.persistence_k, model.persistence_n, starts[sel])
     return out
+
+
+def asset_groups(asset_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Asset -> the ascending indices of its items, assets in order of first
+    appearance. One sort for all assets: a mask per asset costs assets × items
+    comparisons (33 s for 2,000 assets and a million readings)."""
+    ids = np.asarray(list(asset_ids), dtype=object)
+    if not len(ids):
+        return {}
+    names, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    parts = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1])
+    return {str(names[g]): parts[g] for g in np.argsort(first, kind="stable")}
 
 
 def live_decisions(
@@ -230,10 +240,10 @@ def live_decisions(
     verdicts = window_verdicts(window_assets, window_start_ms, scores, threshold, model)
     starts = np.asarray(window_start_ms, np.int64) // period_ms
     row_buckets = readings.ts_ms // period_ms
-    row_assets = np.asarray(readings.asset_ids, dtype=object)
-    win_assets = np.asarray(list(window_assets), dtype=object)
-    for asset in dict.fromkeys(readings.asset_ids):
-        rows, wins = row_assets == asset, win_assets == asset
+    windows_of = asset_groups(window_assets)
+    none = np.zeros(0, np.int64)
+    for asset, rows in asset_groups(readings.asset_ids).items():
+        wins = windows_of.get(asset, none)
         pred[rows] = causal_rule(
             row_buckets[rows], starts[wins], verdicts[wins], model.window, delay=model.delay
         )

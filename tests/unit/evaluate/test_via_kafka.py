@@ -335,6 +335,57 @@ def test_live_decisions_are_per_asset() -> None:
     assert pred[8:].tolist() == [0] + [1] * 7  # the first reading: no window ended yet
 
 
+def test_asset_groups_match_a_mask_per_asset() -> None:
+    from stream_ae.evaluate.backtest import asset_groups
+
+    rng = np.random.default_rng(0)
+    ids = [f"pump-{i}" for i in rng.integers(0, 40, 500)]
+    groups = asset_groups(ids)
+    assert list(groups) == list(dict.fromkeys(ids))  # first appearance order
+    arr = np.asarray(ids, dtype=object)
+    for asset, idx in groups.items():
+        assert idx.tolist() == np.flatnonzero(arr == asset).tolist()
+    assert asset_groups([]) == {}
+
+
+def test_live_decisions_with_interleaved_assets_equal_one_asset_at_a_time() -> None:
+    """Readings and windows of many assets, interleaved: each asset's decisions are
+    what it gets alone, with persistence, an asset without windows, and a delay."""
+    rng = np.random.default_rng(1)
+    spec = ModelSpec(window=4, hop=2, persistence_k=2, persistence_n=3, delay=1)
+    alone = {}
+    rows, wins = [], []
+    for a in range(12):
+        asset = f"a{a:02d}"
+        ts = np.arange(0, 60 * P, P, dtype=np.int64) + a  # every asset its own phase
+        starts = np.arange(0, 57, 2, dtype=np.int64) * P if a != 5 else np.zeros(0, np.int64)
+        sc = rng.random(len(starts)) * 2
+        one = Readings([asset] * len(ts), ts, np.ones((len(ts), 1)), ["x"])
+        alone[asset] = live_decisions(
+            one, [asset] * len(starts), starts, sc, 1.0, spec, period_ms=P
+        )
+        rows += [(t, asset) for t in ts.tolist()]
+        wins += [(s, asset, v) for s, v in zip(starts.tolist(), sc.tolist(), strict=True)]
+    rng.shuffle(rows)
+    rng.shuffle(wins)
+    r = Readings(
+        [a for _, a in rows], np.array([t for t, _ in rows]), np.ones((len(rows), 1)), ["x"]
+    )
+    pred = live_decisions(
+        r,
+        [a for _, a, _ in wins],
+        np.array([s for s, _, _ in wins], np.int64),
+        np.array([v for _, _, v in wins]),
+        1.0,
+        spec,
+        period_ms=P,
+    )
+    for i, (t, asset) in enumerate(rows):
+        j = (t - int(asset[1:])) // P
+        assert pred[i] == alone[asset][j], (asset, t)
+    assert pred.sum() > 0 and not alone["a05"].any()
+
+
 # -- the command ---------------------------------------------------------------------------
 
 
