@@ -22,12 +22,20 @@ per-reading errors of a window make a window anomalous when *some* of its
 readings are, so the rule flags the hot readings themselves instead of shrinking
 each anomaly by up to W − 1 readings at its edges.
 
-Per-reading error: ``e_t = mean_c (x_ct − x̂_ct)² / s_c`` with ``s_c`` the
-channel's mean squared error over the held-out windows (the product's
-``holdout`` normalisation). Spans: ``all`` (the product today: mean of e_t over
-the window), ``tail1``/``tail5``/``tail10`` (mean over the newest 1/5/10),
-``max``, ``top5``/``top10`` (mean of the largest 5/10). Thresholds:
+Scores (:func:`span_scores`): ``all`` and ``tailK`` are exactly the product's
+with ``error_norm="holdout"`` and ``train.score_tail`` 0 or K (each channel's
+error over the span divided by its mean over the held-out windows, then averaged
+over channels; checked against the product's scorer on the first segment).
+``max`` and ``topK`` aggregate per-reading errors
+``e_t = mean_c (x_ct − x̂_ct)² / s_c`` (``s_c`` the whole window's held-out
+scale); the product has no such setting. Spans: ``all`` (today's score),
+``tail1``/``tail5``/``tail10``, ``max``, ``top5``/``top10``. Thresholds:
 ``quantile(held-out window scores under the same span, q) × f``.
+
+Correction (2026-11-26): the first run of this script divided the tail spans by
+the whole window's error scale, not the tail's, so its ``tail`` rows were not
+the product's ``score_tail``. Its picks and that run's real result are kept in
+docs/evaluation.md as what ran; the rows there come from the corrected script.
 
 **Criteria (pre-registered: written before the full run; a smoke test of the
 script on 3 segments and seed 0 ran first, and nothing was changed after it).**
@@ -54,7 +62,7 @@ import itertools
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +79,7 @@ from stream_ae.evaluate.backtest import (
     fit_trained,
 )
 from stream_ae.evaluate.metrics import Evaluation, evaluate_file
+from stream_ae.model.scaler import ChannelScaler
 from stream_ae.readings_io import Readings, to_windows
 
 SEGMENTS, SEG_ROWS = 20, 1100
@@ -88,67 +97,71 @@ FAR_MARGIN = 2.0
 
 @dataclass
 class Fitted:
-    """One (segment, W, seed): per-reading errors of the held-out and test windows."""
+    """One (segment, W, seed): the held-out and test window scores under every span."""
 
     name: str
     window: int
     seed: int
     test: Readings
     starts: np.ndarray  # test window starts, in periods
-    hold_rows: np.ndarray  # (H, W) per-reading normalised errors of the held-out windows
-    test_rows: np.ndarray  # (N, W) the same for the test windows
-    cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    spans: dict[str, tuple[np.ndarray, np.ndarray]]  # span -> (held-out, test) scores
 
     def scores(self, span: str) -> tuple[np.ndarray, np.ndarray]:
-        """(held-out, test) window scores under ``span``, computed once."""
-        if self.cache is None:
-            self.cache = {}
-        if span not in self.cache:
-            self.cache[span] = (
-                span_scores(self.hold_rows, span),
-                span_scores(self.test_rows, span).astype(np.float64),
-            )
-        return self.cache[span]
+        """(held-out, test) window scores under ``span``."""
+        return self.spans[span]
 
 
-def per_reading_errors(tm: Any, values: np.ndarray) -> np.ndarray:
-    """``(N, C, W)`` raw windows -> ``(N, W)``: mean over channels of the squared
-    error divided by the channel's held-out error scale (the product's ``holdout``)."""
-    scaler = tm.scaler
-    x = torch.from_numpy(scaler.transform(np.asarray(values, np.float32)))
+def squared_errors(tm: Any, values: np.ndarray) -> np.ndarray:
+    """``(N, C, W)`` raw windows -> ``(N, C, W)`` squared errors of the scaled values."""
+    x = torch.from_numpy(tm.scaler.transform(np.asarray(values, np.float32)))
     with torch.inference_mode():
-        d2 = (tm.model(x) - x).square().numpy()
-    es = np.asarray(scaler.error_scale, np.float32)[None, :, None]
-    return (d2 / es).mean(1)
+        d2: np.ndarray = (tm.model(x) - x).square().numpy()
+    return d2
 
 
-def fit_one(seg_readings: Readings, name: str, window: int, seed: int) -> Fitted:
+def span_scores(hold: np.ndarray, test: np.ndarray, span: str) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, test) window scores under ``span`` from squared errors ``(N, C, W)``.
+
+    ``all`` and ``tailK`` are what the product computes with ``error_norm="holdout"``
+    and ``train.score_tail`` 0 or K: each channel's error over the span, divided by
+    its mean over the held-out windows (:meth:`ChannelScaler.error_scale_from`),
+    averaged over channels. ``max``/``topK`` aggregate the per-reading errors
+    ``e_t = mean_c d²_ct / s_c`` with the whole window's scale ``s_c``.
+    """
+    if span == "all" or span.startswith("tail"):
+        k = 0 if span == "all" else int(span[4:])
+        h, t = (a[..., -k:] if k else a for a in (hold, test))
+        scale = ChannelScaler.error_scale_from(h.mean(2))
+        return (h.mean(2) / scale).mean(1), (t.mean(2) / scale).mean(1)
+    scale = ChannelScaler.error_scale_from(hold.mean(2))[None, :, None]
+    rows = [(a / scale).mean(1) for a in (hold, test)]  # (N, W) per-reading errors
+    if span == "max":
+        return rows[0].max(1), rows[1].max(1)
+    if span.startswith("top"):
+        k = int(span[3:])
+        return np.sort(rows[0], axis=1)[:, -k:].mean(1), np.sort(rows[1], axis=1)[:, -k:].mean(1)
+    raise ValueError(span)
+
+
+def fit_one(seg_readings: Readings, name: str, window: int, seed: int, check: bool) -> Fitted:
     spec = ModelSpec(window=window, hop=1, epochs=30, error_norm="holdout")
     train, test = _rows(seg_readings, 0, SKAB_TRAIN_ROWS), _rows(seg_readings, SKAB_TRAIN_ROWS)
     wf = to_windows(train, _spec(train, spec, PERIOD_MS))
     wt = to_windows(test, _spec(test, spec, PERIOD_MS))
     tm = fit_trained(train, spec, period_ms=PERIOD_MS, seed=seed)
     nh = tm.metadata.training["n_holdout"]
-    hold_rows = per_reading_errors(tm, wf.values[-nh:])
-    test_rows = per_reading_errors(tm, wt.values)
+    hold, tst = squared_errors(tm, wf.values[-nh:]), squared_errors(tm, wt.values)
+    spans = {span: span_scores(hold, tst, span) for span in SPANS}
     # span "all" is the product's score: check against the scorer itself
     got = tm.scorer("cpu").score(wt.values).scores
-    assert np.allclose(test_rows.mean(1), got, rtol=1e-4, atol=1e-6), name
-    return Fitted(name, window, seed, test, wt.start_ms // PERIOD_MS, hold_rows, test_rows)
-
-
-def span_scores(rows: np.ndarray, span: str) -> np.ndarray:
-    """``(N, W)`` per-reading errors -> ``(N,)`` window scores under ``span``."""
-    if span == "all":
-        return rows.mean(1)
-    if span == "max":
-        return rows.max(1)
-    if span.startswith("tail"):
-        return rows[:, -int(span[4:]) :].mean(1)
-    if span.startswith("top"):
-        k = int(span[3:])
-        return np.sort(rows, axis=1)[:, -k:].mean(1)
-    raise ValueError(span)
+    assert np.allclose(spans["all"][1], got, rtol=1e-4, atol=1e-6), name
+    if check:  # and "tail5" is the product's with train.score_tail = 5 (same weights)
+        tail = fit_trained(train, replace(spec, score_tail=5), period_ms=PERIOD_MS, seed=seed)
+        assert tail.metadata.weights_sha256 == tm.metadata.weights_sha256, name
+        got = tail.scorer("cpu").score(wt.values).scores
+        assert np.allclose(spans["tail5"][1], got, rtol=1e-4, atol=1e-6), name
+    spans = {k: (h.astype(np.float64), t.astype(np.float64)) for k, (h, t) in spans.items()}
+    return Fitted(name, window, seed, test, wt.start_ms // PERIOD_MS, spans)
 
 
 def pooled(
@@ -182,7 +195,7 @@ def grid(fits: list[Fitted], span: str, rule: str, window: int) -> list[dict[str
         if rule == "published":
             delay, (k, n) = 0, (1, 1)
         else:
-            delay, (k, n) = setting  # type: ignore[misc]
+            delay, (k, n) = setting  # type: ignore[assignment]
         m = pooled(mine, span, rule, q, f, delay, k, n)
         rows.append(
             {"span": span, "rule": rule, "W": window, "q": q, "f": round(f, 3),
@@ -231,7 +244,7 @@ def main() -> None:
     t0 = time.perf_counter()
     fits = []
     for seed, window, seg in itertools.product(seeds, WINDOWS, segs):
-        fits.append(fit_one(seg.readings, seg.name, window, seed))
+        fits.append(fit_one(seg.readings, seg.name, window, seed, check=seg is segs[0]))
         print(
             f"  seed {seed} W={window} {seg.name} ({time.perf_counter() - t0:.0f}s)",
             file=sys.stderr,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -10,12 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-#: the CLI modules whose module-level rich consoles print what tests read
-CLI_MODULES = tuple(
-    f"stream_ae.cli.{name}"
-    for name in ("commands", "retrain_cmd", "demo_cmd", "evaluate_cmd", "export_cmd")
-)
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +41,11 @@ def cli_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     CLI's global options (--config/--set/--log-level) and logging restored after, and
     its rich consoles 250 columns wide.
 
-    The consoles are module globals, and rich fixes a console's width from COLUMNS
-    when it is made: a caller with COLUMNS=80 in its environment (a CI shell, an xdist
-    worker) would otherwise wrap the tables the tests read, whatever ``env`` a
-    ``CliRunner`` passes later.
+    Most consoles are module globals (``stream_ae.cli`` imports every command
+    module), and rich fixes a console's width from COLUMNS when it is made: a
+    caller with COLUMNS=80 in its environment (a CI shell, an xdist worker) would
+    otherwise wrap the tables the tests read, whatever ``env`` a ``CliRunner``
+    passes later. Consoles made inside a command read COLUMNS, set here.
     """
     from rich.console import Console
 
@@ -60,8 +54,7 @@ def cli_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("STREAM_AE_"):
             monkeypatch.delenv(name)
-    for module in CLI_MODULES:
-        importlib.import_module(module)
+    monkeypatch.setenv("COLUMNS", "250")
     consoles = [
         obj
         for name, module in list(sys.modules.items())

@@ -35,6 +35,30 @@ RULE_NOTES = {
 }
 
 
+#: the options that say how a SKAB protocol fits its models, and their defaults
+FIT_OPTIONS = {"architecture": "conv", "variant": "plain", "error_norm": "none", "score_tail": 0}
+
+
+def _check_fit_options(protocol: str | None, window: int, knobs: dict[str, Any]) -> None:
+    """Refuse fitting options that would be silently ignored or fail late."""
+    from stream_ae.errors import ConfigError
+
+    flag = {k: "--" + k.replace("_", "-") for k in FIT_OPTIONS}
+    if protocol is None:  # --csv with --model: the model's own, from its metadata
+        given = [flag[k] for k, default in FIT_OPTIONS.items() if knobs[k] != default]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} only apply to the SKAB protocols, which fit their models",
+                hint="--csv scores with the --model artifact as it was trained; drop "
+                + ", ".join(given),
+            )
+    elif knobs["score_tail"] > window:
+        raise ConfigError(
+            f"--score-tail {knobs['score_tail']} is longer than the window (--window {window})",
+            hint=f"use --score-tail {window} or less (0 = the whole window)",
+        )
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
@@ -164,6 +188,7 @@ def register(app: typer.Typer) -> None:
         }
         if protocol is not None and protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        _check_fit_options(protocol, window, knobs)
         via = _broker_eval(protocol, keep_topics, flush_idle_s) if via_kafka else None
         try:
             if protocol is not None:

@@ -205,6 +205,14 @@ class LoadedModel:
         return self.metadata.threshold_spec
 
 
+def metadata_json(meta: ArtifactMetadata) -> str:
+    """``meta`` as written to ``metadata.json``. ``score_tail`` 0 (the whole window)
+    is left out, so artifacts that do not use it stay readable by a scorer from
+    before the field existed (a rolling upgrade may update the trainer first)."""
+    exclude = {"score_tail"} if meta.score_tail == 0 else None
+    return meta.model_dump_json(indent=2, exclude=exclude)
+
+
 def weights_bytes(model: nn.Module) -> bytes:
     """Serialise the model's state dict to safetensors bytes (CPU, contiguous)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -329,7 +337,7 @@ def save_artifact(trained: TrainedModel, out_dir: Path) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{meta.version}-", dir=out_dir))
         os.chmod(tmp, 0o755)
         write_synced(tmp / WEIGHTS_FILE, data)
-        write_synced(tmp / METADATA_FILE, (meta.model_dump_json(indent=2) + "\n").encode())
+        write_synced(tmp / METADATA_FILE, (metadata_json(meta) + "\n").encode())
         fsync_dir(tmp)
         os.rename(tmp, final)
         tmp = None

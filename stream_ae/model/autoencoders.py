@@ -96,10 +96,10 @@ def tail_errors(recon: torch.Tensor, x: torch.Tensor, tail: int = 0) -> torch.Te
     W − 1 normal readings after it ends. Over the newest readings (the model still
     sees the whole window as context) it describes the readings it is given to.
     """
-    d = recon - x
     if tail:
-        d = d[..., -tail:]
-    return d.square().mean(dim=2)
+        recon, x = recon[..., -tail:], x[..., -tail:]
+    d = recon - x
+    return (d.square() if d.requires_grad else d.square_()).mean(dim=2)
 
 
 class ConvAutoencoder(Autoencoder):

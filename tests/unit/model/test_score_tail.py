@@ -62,17 +62,19 @@ def test_tail_errors_is_the_mean_over_the_newest_steps() -> None:
     assert tail.shape == (2, C)
 
 
-@pytest.mark.parametrize("variant", ["plain", "variational"])
-def test_models_score_only_their_tail(variant: str) -> None:
+@pytest.mark.parametrize(
+    ("variant", "params"),
+    [("plain", {}), ("variational", {"mc_samples": 0}), ("variational", {"mc_samples": 2})],
+)
+def test_models_score_only_their_tail(variant: str, params: dict[str, int]) -> None:
     torch.manual_seed(0)
-    params = {"mc_samples": 2} if variant == "variational" else {}
     model = build_variant_model("conv", C, W, {"hidden": 8, "latent": 4}, variant, params).eval()
     x = torch.randn(5, C, W)
     with torch.inference_mode():
         whole = reconstruction_errors(model, x)
         model.score_tail = TAIL
         tail = reconstruction_errors(model, x)
-    if variant == "plain":
+    if not params.get("mc_samples"):  # one deterministic reconstruction
         with torch.inference_mode():
             direct = (model(x) - x)[..., -TAIL:].square().mean(2)
         torch.testing.assert_close(tail, direct)
@@ -95,6 +97,12 @@ def test_training_records_the_tail_and_calibrates_on_it(tmp_path: Path) -> None:
     held_out = windows[len(windows) - meta.training["n_holdout"] :]
     scores = loaded.scorer.score(held_out).scores
     assert meta.metrics["holdout_score_max"] == pytest.approx(float(scores.max()), rel=1e-5)
+    # ... and error_norm's per-channel scale is the held-out tail errors' mean
+    scaler = loaded.scorer.scaler
+    x = torch.from_numpy(scaler.transform(held_out))
+    with torch.inference_mode():
+        tail_err = (loaded.model(x) - x)[..., -TAIL:].square().mean(2).numpy()
+    np.testing.assert_allclose(scaler.error_scale, tail_err.mean(0), rtol=1e-5)
     whole = _fit(0)
     assert whole.metadata.score_tail == 0  # type: ignore[attr-defined]
     # same training (the tail is applied only after it), another score
@@ -127,14 +135,39 @@ def test_a_tail_longer_than_the_window_is_refused(tmp_path: Path) -> None:
         load_artifact(vdir, device="cpu")
 
 
-def test_metadata_without_a_tail_reads_as_the_whole_window(tmp_path: Path) -> None:
-    vdir = save_artifact(_fit(0), tmp_path)  # type: ignore[arg-type]
-    meta_path = vdir / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    del meta["score_tail"]
-    meta_path.write_text(json.dumps(meta))
+def test_metadata_names_a_tail_only_when_there_is_one(tmp_path: Path) -> None:
+    """Without a tail the file has no score_tail (older scorers can read it), and
+    reads as the whole window."""
+    vdir = save_artifact(_fit(0), tmp_path / "whole")  # type: ignore[arg-type]
+    assert "score_tail" not in json.loads((vdir / "metadata.json").read_text())
     loaded = load_artifact(vdir, device="cpu")
     assert loaded.metadata.score_tail == 0 and loaded.model.score_tail == 0
+    vdir = save_artifact(_fit(TAIL), tmp_path / "tail")  # type: ignore[arg-type]
+    assert json.loads((vdir / "metadata.json").read_text())["score_tail"] == TAIL
+
+
+def test_the_half_precision_path_scores_the_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """float16 (run on the CPU with the CUDA-only policy lifted, as in
+    test_model_export) computes the tail too: within float16's tolerance of the
+    float32 tail scores, and far from the whole-window ones."""
+    from stream_ae.model import runtimes
+
+    monkeypatch.setattr(runtimes, "check_half_supported", lambda device, fmt: None)
+    raw = _windows(300, 3)
+    for variant, params in (("plain", {}), ("variational", {"mc_samples": 2})):
+        vdir = save_artifact(_fit(TAIL, variant, **params), tmp_path / variant)  # type: ignore[arg-type]
+        eager = load_artifact(vdir, device="cpu").scorer
+        half = load_artifact(vdir, device="cpu", runtime="torch", precision="float16").scorer
+        ref, got = eager.score(raw).channel_errors, half.score(raw).channel_errors
+        np.testing.assert_allclose(got, ref, rtol=1e-2, atol=1e-4)
+        export_model(vdir, "torchscript", half=True, device="cpu")
+        ts = load_runtime_scorer(vdir, "torchscript", "cpu", precision="float16")
+        np.testing.assert_allclose(ts.score(raw).channel_errors, ref, rtol=1e-2, atol=1e-4)
+        eager.model.score_tail = 0
+        whole = eager.score(raw).channel_errors
+        assert not np.allclose(got, whole, rtol=1e-2, atol=1e-4)
 
 
 def test_the_train_command_takes_the_tail_from_the_settings(
@@ -161,3 +194,32 @@ def test_the_train_command_takes_the_tail_from_the_settings(
     )
     assert isinstance(result.exception, ConfigError)
     assert "train.score_tail" in str(result.exception) and "window.size" in str(result.exception)
+
+
+@pytest.mark.usefixtures("cli_state")
+def test_evaluate_refuses_tail_options_it_would_ignore_or_that_cannot_fit() -> None:
+    from typer.testing import CliRunner
+
+    from stream_ae import cli
+
+    result = CliRunner().invoke(
+        cli.app, ["evaluate", "--protocol", "skab-causal", "--window", "20", "--score-tail", "21"]
+    )
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "--score-tail 21 is longer than the window (--window 20)" in str(result.exception)
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "evaluate",
+            "--csv",
+            "x.csv",
+            "--model",
+            "m",
+            "--score-tail",
+            "5",
+            "--error-norm",
+            "holdout",
+        ],
+    )
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "--error-norm, --score-tail only apply to the SKAB protocols" in str(result.exception)
