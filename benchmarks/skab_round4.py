@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from skab_tuning import PERIOD_MS, build_synthetic, decide  # benchmarks/ is sys.path[0]
+from skab_tuning import PERIOD_MS, Segment, build_synthetic, decide  # benchmarks/ is sys.path[0]
 
 from stream_ae.evaluate.backtest import (
     DEFAULT_SKAB,
@@ -227,19 +227,25 @@ def show(r: dict[str, Any] | None) -> str:
     return " ".join(f"{k}={r[k]}" for k in keys)
 
 
-def main() -> None:
+def setup(doc: str | None, out: str) -> tuple[argparse.Namespace, list[int], list[Segment]]:
+    """The rounds' shared command line → (args, seeds, synthetic segments); sets
+    torch's threads."""
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--data", type=Path, default=DEFAULT_SKAB)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--segments", type=int, default=SEGMENTS, help="fewer for a smoke test")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/skab_tuning/round4.json"))
+    ap.add_argument("--out", type=Path, default=Path(out))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    segs = build_synthetic(args.data, SEGMENTS, SEG_ROWS)[: args.segments]
+    return args, seeds, build_synthetic(args.data, SEGMENTS, SEG_ROWS)[: args.segments]
+
+
+def main() -> None:
+    args, seeds, segs = setup(__doc__, "/tmp/skab_tuning/round4.json")
 
     t0 = time.perf_counter()
     fits = []
@@ -270,33 +276,43 @@ def main() -> None:
             bn = best_at(rows, cap, "nab")
             print(f"    FAR<={cap:g}: best F1 {show(b)} | best NAB {show(bn)}", flush=True)
 
-    verdict = {}
-    for rule in ("published", "causal"):
-        base = picks[f"{rule} all"]
-        adopted = [
-            s
-            for s in SPANS[1:]
-            if (p := picks[f"{rule} {s}"]) is not None
-            and (base is None or p["far"] <= base["far"] - FAR_MARGIN)
-        ]
-        verdict[rule] = adopted
-        print(
-            f"criterion {rule}: span 'all' pick FAR {base and base['far']}; "
-            f"adopted (FAR <= that - {FAR_MARGIN}): {adopted or 'none'}"
+    verdict = {
+        rule: adopted_over(
+            f"{rule}: span 'all'",
+            picks[f"{rule} all"],
+            {s: picks[f"{rule} {s}"] for s in SPANS[1:]},
         )
-
-    out = {
-        "seeds": seeds,
-        "windows": WINDOWS,
-        "spans": SPANS,
-        "grid": all_rows,
-        "picks": picks,
-        "adopted": verdict,
-        "seconds": round(time.perf_counter() - t0, 1),
+        for rule in ("published", "causal")
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
-    print(f"written to {args.out} ({out['seconds']} s)")
+    write_out(
+        args.out, t0, seeds=seeds, windows=WINDOWS, spans=SPANS, grid=all_rows, picks=picks,
+        adopted=verdict,
+    )  # fmt: skip
+
+
+def adopted_over(
+    label: str, base: dict[str, Any] | None, picks: dict[str, dict[str, Any] | None]
+) -> list[str]:
+    """The pre-registered verdict: the candidates whose pick is at least FAR_MARGIN
+    FAR points below the baseline's (when the baseline has no pick, any pick)."""
+    adopted = [
+        k
+        for k, p in picks.items()
+        if p is not None and (base is None or p["far"] <= base["far"] - FAR_MARGIN)
+    ]
+    print(
+        f"criterion {label} pick FAR {base and base['far']}; "
+        f"adopted (FAR <= that - {FAR_MARGIN}): {adopted or 'none'}"
+    )
+    return adopted
+
+
+def write_out(path: Path, t0: float, **out: Any) -> None:
+    """Every grid row and pick as JSON, with the run's seconds."""
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"written to {path} ({out['seconds']} s)")
 
 
 if __name__ == "__main__":

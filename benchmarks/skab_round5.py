@@ -30,21 +30,16 @@ pick.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from skab_round4 import pick, show  # benchmarks/ is sys.path[0]
-from skab_tuning import PERIOD_MS, build_synthetic, decide
+from skab_round4 import adopted_over, pick, setup, show, write_out  # benchmarks/ is sys.path[0]
+from skab_tuning import PERIOD_MS, decide
 
 from stream_ae.evaluate.backtest import (
-    DEFAULT_SKAB,
     SKAB_TRAIN_ROWS,
     ModelSpec,
     _rows,
@@ -54,7 +49,7 @@ from stream_ae.evaluate.backtest import (
 from stream_ae.evaluate.metrics import Evaluation, evaluate_file
 from stream_ae.readings_io import Readings, to_windows
 
-SEGMENTS, SEG_ROWS, WINDOW = 20, 1100, 60
+WINDOW = 60
 SIZES = [(h, z) for h in (16, 32, 64) for z in (4, 8, 16, 32)]
 DEFAULT_SIZE = (32, 16)
 QUANTILES = (0.99, 0.999, 1.0)
@@ -114,18 +109,7 @@ def grid(fits: list[Fit], rule: str) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--data", type=Path, default=DEFAULT_SKAB)
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--segments", type=int, default=SEGMENTS, help="fewer for a smoke test")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/skab_tuning/round5.json"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    segs = build_synthetic(args.data, SEGMENTS, SEG_ROWS)[: args.segments]
+    args, seeds, segs = setup(__doc__, "/tmp/skab_tuning/round5.json")
 
     t0 = time.perf_counter()
     fits: dict[tuple[int, int], list[Fit]] = {size: [] for size in SIZES}
@@ -152,31 +136,15 @@ def main() -> None:
         print(f"{rule} hidden {size[0]:2d} latent {size[1]:2d} pick: {show(p)}", flush=True)
         print(f"    best F1 at FAR<=22: {show(best)}", flush=True)
 
-    adopted: dict[str, list[str]] = {}
-    for rule in ("published", "causal"):
-        base = picks[f"{rule} {DEFAULT_SIZE}"]
-        adopted[rule] = [
-            str(size)
-            for size in SIZES
-            if size != DEFAULT_SIZE
-            and (p := picks[f"{rule} {size}"]) is not None
-            and (base is None or p["far"] <= base["far"] - FAR_MARGIN)
-        ]
-        print(
-            f"criterion {rule}: default {DEFAULT_SIZE} pick FAR {base and base['far']}; "
-            f"adopted (FAR <= that - {FAR_MARGIN}): {adopted[rule] or 'none'}"
+    adopted = {
+        rule: adopted_over(
+            f"{rule}: default {DEFAULT_SIZE}",
+            picks[f"{rule} {DEFAULT_SIZE}"],
+            {str(z): picks[f"{rule} {z}"] for z in SIZES if z != DEFAULT_SIZE},
         )
-    out = {
-        "seeds": seeds,
-        "sizes": SIZES,
-        "grid": rows,
-        "picks": picks,
-        "adopted": adopted,
-        "seconds": round(time.perf_counter() - t0, 1),
+        for rule in ("published", "causal")
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
-    print(f"written to {args.out} ({out['seconds']} s)")
+    write_out(args.out, t0, seeds=seeds, sizes=SIZES, grid=rows, picks=picks, adopted=adopted)
 
 
 if __name__ == "__main__":
