@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from tenacity import (
     RetryCallState,
-    retry,
+    Retrying,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
@@ -40,6 +40,7 @@ from stream_ae.errors import KafkaIOError
 from stream_ae.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SECRET_KEYS = {"sasl.password", "ssl.key.password"}
 
@@ -96,17 +97,33 @@ def check(
 
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
-    log.warning("attempt %d failed: %s; retrying", state.attempt_number, exc)
+    # the text, not the error: a kept log record would keep its frames (and client)
+    log.warning("attempt %d failed: %s; retrying", state.attempt_number, str(exc))
 
 
-def _retrying(attempts: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return retry(
+def _with_retries(attempts: int, call: Callable[[], T]) -> T:
+    """``call()``, retried on :class:`KafkaIOError` up to ``attempts`` times; the last
+    error is raised without tenacity's frames.
+
+    Why not tenacity's decorator on a local function: decorating a closure creates
+    a reference cycle between the decorated functions, and tenacity keeps the last
+    error in a frame that the error's traceback holds. Either cycle keeps the
+    closure's client (a librdkafka handle, still trying to connect) alive until
+    the garbage collector happens to run, and a service that probes a broker that
+    is down every round would pile them up.
+    """
+    retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=0.5, max=5),
         retry=retry_if_exception_type(KafkaIOError),
         before_sleep=_log_retry,
         reraise=True,
     )
+    try:
+        return retrying(call)
+    except KafkaIOError as exc:
+        exc.__context__ = None  # its traceback holds the attempt's frames too
+        raise exc.with_traceback(None) from None
 
 
 # -- admin -------------------------------------------------------------------------------
@@ -120,7 +137,6 @@ class Admin:
     def wait_until_reachable(self, timeout_s: float = 5.0) -> None:
         """Retry (bounded by ``kafka.connect_attempts``) until the cluster answers."""
 
-        @_retrying(self._kafka.connect_attempts)
         def probe() -> None:
             try:
                 self._admin.list_topics(timeout=timeout_s)
@@ -131,12 +147,11 @@ class Admin:
                     "kafka.bootstrap_servers / STREAM_AE_KAFKA__BOOTSTRAP_SERVERS",
                 ) from None
 
-        probe()
+        _with_retries(self._kafka.connect_attempts, probe)
 
     def existing_topics(self) -> dict[str, int]:
         """Topic -> partition count (retried: it is the first call after connecting)."""
 
-        @_retrying(self._kafka.connect_attempts)
         def fetch() -> dict[str, int]:
             try:
                 md = self._admin.list_topics(timeout=10)
@@ -144,8 +159,7 @@ class Admin:
                 raise KafkaIOError(f"cannot list topics: {exc}") from None
             return {name: len(t.partitions) for name, t in md.topics.items()}
 
-        topics: dict[str, int] = fetch()
-        return topics
+        return _with_retries(self._kafka.connect_attempts, fetch)
 
     def ensure_topics(
         self,
