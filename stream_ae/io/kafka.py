@@ -110,7 +110,9 @@ def _with_retries(attempts: int, call: Callable[[], T]) -> T:
     error in a frame that the error's traceback holds. Either cycle keeps the
     closure's client (a librdkafka handle, still trying to connect) alive until
     the garbage collector happens to run, and a service that probes a broker that
-    is down every round would pile them up.
+    is down every round would pile them up. So the error comes without its
+    traceback, cause or context (its message, hint, topic, partition and offset
+    are what users see). Other exceptions are not retried and pass unchanged.
     """
     retrying = Retrying(
         stop=stop_after_attempt(attempts),

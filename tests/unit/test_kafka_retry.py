@@ -40,3 +40,34 @@ def test_a_failed_probe_leaves_no_client_behind() -> None:
     del admin
     assert "cannot reach Kafka" in message
     assert ref() is None
+
+
+def test_retries_return_the_first_success_and_reraise_the_last_error() -> None:
+    from stream_ae.io.kafka import _with_retries
+
+    calls: list[int] = []
+
+    def flaky() -> dict[str, int]:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KafkaIOError(f"try {len(calls)}", topic="t", partition=2, hint="wait")
+        return {"t": 3}
+
+    assert _with_retries(3, flaky) == {"t": 3} and len(calls) == 3
+    calls.clear()
+    with pytest.raises(KafkaIOError) as info:
+        _with_retries(2, flaky)
+    assert len(calls) == 2
+    err = info.value
+    assert str(err).startswith("try 2") and "wait" in str(err)
+    assert (err.topic, err.partition) == ("t", 2)
+    assert err.__traceback__ is not None and err.__context__ is None
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("a bug, not a Kafka error")
+
+    calls.clear()
+    with pytest.raises(ValueError, match="a bug"):
+        _with_retries(3, broken)
+    assert len(calls) == 1  # not retried
