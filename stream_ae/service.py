@@ -333,6 +333,9 @@ class ScorerService:
             self._commit()
         finally:
             self._close()
+            # The process may outlive this run (tests, a program that embeds the scorer):
+            # what was frozen, this run's clients included, can be collected again.
+            gc.unfreeze()
         self._log_stats()
         return RunSummary(batches=batches, metrics=self.pipeline.metrics.as_dict())
 

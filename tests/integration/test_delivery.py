@@ -7,6 +7,7 @@ uninterrupted scorer (own topics, own group). Windows are identified by
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def _reference(env: Env) -> tuple[set[tuple[str, int]], set[str]]:
     scorer = ScorerThread(settings).start()
     scorer.wait_for(len(first) + len(second))
     scorer.stop()
+    # the run froze its objects out of the collector's way; stopped, it gives them back
+    assert gc.get_freeze_count() == 0
     windows = window_keys(scores_of(settings))
     assert len(windows) == len(set(windows)), "an uninterrupted run scores each window once"
     events = {e.event_id for e in events_of(settings)}
