@@ -37,13 +37,17 @@ from typing import Any
 
 import numpy as np
 from skab_round4 import (  # benchmarks/ is sys.path[0]
+    CAUSAL_TARGET,
+    PUBLISHED_TARGET,
+    Fitted,
     adopted_over,
+    grid,
     pick,
     setup,
     show,
     write_out,
 )
-from skab_tuning import PERIOD_MS, decide
+from skab_tuning import PERIOD_MS
 
 from stream_ae.evaluate.backtest import (
     SKAB_TRAIN_ROWS,
@@ -52,25 +56,17 @@ from stream_ae.evaluate.backtest import (
     _spec,
     fit_trained,
 )
-from stream_ae.evaluate.metrics import Evaluation, evaluate_file
 from stream_ae.readings_io import Readings, to_windows
 
 WINDOW = 60
 SIZES = [(h, z) for h in (16, 32, 64) for z in (4, 8, 16, 32)]
 DEFAULT_SIZE = (32, 16)
-QUANTILES = (0.99, 0.999, 1.0)
-FACTORS = (1.0, 1.15, 4 / 3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0)
-DELAYS = (0, 10)
-SMOOTHING = ((1, 1), (3, 5), (5, 10), (10, 20))
-TARGETS = {
-    "published": {"f1": 0.83, "mar": 23.0},
-    "causal": {"f1": 0.78, "mar": 25.0, "nab": 28.0},
-}
-
-Fit = tuple[Readings, np.ndarray, np.ndarray, np.ndarray]  # test, starts, held-out, test scores
+TARGETS = {"published": PUBLISHED_TARGET, "causal": CAUSAL_TARGET}
 
 
-def fit_one(readings: Readings, size: tuple[int, int], seed: int) -> Fit:
+def fit_one(readings: Readings, name: str, size: tuple[int, int], seed: int) -> Fitted:
+    """The product's fit and scores, as round 4's span ``all`` (the threshold grid,
+    rules and pooling are round 4's :func:`skab_round4.grid`)."""
     hidden, latent = size
     spec = ModelSpec(
         window=WINDOW,
@@ -87,39 +83,16 @@ def fit_one(readings: Readings, size: tuple[int, int], seed: int) -> Fit:
     nh = tm.metadata.training["n_holdout"]
     hold = np.asarray(scorer.score(wf.values[-nh:]).scores, np.float64)
     test_scores = np.asarray(scorer.score(wt.values).scores, np.float64)
-    return test, wt.start_ms // PERIOD_MS, hold, test_scores
-
-
-def grid(fits: list[Fit], rule: str) -> list[dict[str, Any]]:
-    settings = [(0, (1, 1))] if rule == "published" else list(itertools.product(DELAYS, SMOOTHING))
-    rows = []
-    for (delay, (k, n)), q, f in itertools.product(settings, QUANTILES, FACTORS):
-        total = Evaluation()
-        for test, starts, hold, scores in fits:
-            assert test.labels is not None
-            thr = float(np.quantile(hold, q)) * f
-            pred = decide(
-                rule, test.ts_ms // PERIOD_MS, starts, scores, thr, WINDOW, delay=delay, k=k, n=n
-            )
-            total = total + evaluate_file(
-                test.labels, pred, test.ts_ms, changepoints=test.changepoints
-            )
-        s = total.summary()
-        rows.append(
-            {"W": WINDOW, "q": q, "f": round(f, 3), "delay": delay, "k": k, "n": n,
-             "f1": round(s["f1"], 4), "far": round(s["far"], 2), "mar": round(s["mar"], 2),
-             "nab": round(s["nab_standard"] or 0.0, 2)}
-        )  # fmt: skip
-    return rows
+    return Fitted(name, WINDOW, seed, test, wt.start_ms // PERIOD_MS, {"all": (hold, test_scores)})
 
 
 def main() -> None:
     args, seeds, segs = setup(__doc__, "/tmp/skab_tuning/round5.json")
 
     t0 = time.perf_counter()
-    fits: dict[tuple[int, int], list[Fit]] = {size: [] for size in SIZES}
+    fits: dict[tuple[int, int], list[Fitted]] = {size: [] for size in SIZES}
     for size, seed, seg in itertools.product(SIZES, seeds, segs):
-        fits[size].append(fit_one(seg.readings, size, seed))
+        fits[size].append(fit_one(seg.readings, seg.name, size, seed))
         print(
             f"  hidden {size[0]} latent {size[1]} seed {seed} {seg.name} "
             f"({time.perf_counter() - t0:.0f}s)",
@@ -131,8 +104,9 @@ def main() -> None:
     picks: dict[str, dict[str, Any] | None] = {}
     for rule, size in itertools.product(("published", "causal"), SIZES):
         g = [
-            {"hidden": size[0], "latent": size[1], "rule": rule, **r}
-            for r in grid(fits[size], rule)
+            {"hidden": size[0], "latent": size[1], "rule": rule}
+            | {k: v for k, v in r.items() if k not in ("span", "rule")}
+            for r in grid(fits[size], "all", rule, WINDOW)
         ]
         rows += g
         picks[f"{rule} {size}"] = p = pick(g, TARGETS[rule])

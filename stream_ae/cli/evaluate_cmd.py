@@ -35,17 +35,18 @@ RULE_NOTES = {
 }
 
 
-#: the options that say how a SKAB protocol fits its models, and their defaults
-FIT_OPTIONS = {"architecture": "conv", "variant": "plain", "error_norm": "none", "score_tail": 0}
+#: the options that say how a SKAB protocol fits its models (ModelSpec fields)
+FIT_OPTIONS = ("architecture", "variant", "error_norm", "score_tail")
 
 
 def _check_fit_options(protocol: str | None, window: int, knobs: dict[str, Any]) -> None:
     """Refuse fitting options that would be silently ignored or fail late."""
     from stream_ae.errors import ConfigError
+    from stream_ae.evaluate.backtest import ModelSpec
 
-    flag = {k: "--" + k.replace("_", "-") for k in FIT_OPTIONS}
     if protocol is None:  # --csv with --model: the model's own, from its metadata
-        given = [flag[k] for k, default in FIT_OPTIONS.items() if knobs[k] != default]
+        default = ModelSpec()
+        given = ["--" + k.replace("_", "-") for k in FIT_OPTIONS if knobs[k] != getattr(default, k)]
         if given:
             raise ConfigError(
                 f"{', '.join(given)} only apply to the SKAB protocols, which fit their models",

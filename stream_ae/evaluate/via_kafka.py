@@ -306,16 +306,16 @@ class BrokerEval:
         )
         try:
             Admin(kafka).wait_until_reachable()
-            reachable = True
+            return
         except KafkaIOError:
-            reachable = False
-        if not reachable:  # raised here, not in the handler: no context holding the client
-            raise KafkaIOError(
-                f"--via-kafka needs a Kafka broker, and none answers at {self.bootstrap} "
-                "(kafka.bootstrap_servers)",
-                hint="start the local one with `stream-ae kafka up`, or point "
-                "kafka.bootstrap_servers (--set, STREAM_AE_KAFKA__BOOTSTRAP_SERVERS) at yours",
-            )
+            pass
+        # raised here, not in the handler: no context that would hold the client
+        raise KafkaIOError(
+            f"--via-kafka needs a Kafka broker, and none answers at {self.bootstrap} "
+            "(kafka.bootstrap_servers)",
+            hint="start the local one with `stream-ae kafka up`, or point "
+            "kafka.bootstrap_servers (--set, STREAM_AE_KAFKA__BOOTSTRAP_SERVERS) at yours",
+        )
 
     def run(self, name: str, readings: Readings, setup: ScorerSetup) -> KafkaRun:
         """One file through the broker and a fresh scorer (see the module docstring)."""
