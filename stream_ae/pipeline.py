@@ -29,7 +29,7 @@ from stream_ae.schemas import (
     latent_records,
 )
 from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
-from stream_ae.windowing.rebaseline import Rebaseliner
+from stream_ae.windowing.rebaseline import BaselineState, Rebaseliner
 
 
 class ScoreLike(Protocol):
@@ -62,6 +62,18 @@ class _LateReading(msgspec.Struct):
     asset_id: str
     ts: int
     values: dict[str, float]
+
+
+class AssetState(msgspec.Struct, omit_defaults=True):
+    """What the scorer keeps per (partition, asset) across a restart, written with its
+    marks (:meth:`Pipeline.asset_state`): the start of the last published window, the
+    persistence verdicts and the re-baselining state as of that window. A replay from
+    the committed offset then decides every later window as an uninterrupted run
+    would. Records of older versions hold the mark only."""
+
+    window_start_ms: int
+    recent: list[bool] | None = None
+    baseline: BaselineState | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,9 @@ class Pipeline:
         self.publish_scores = publish_scores
         self.publish_latents = publish_latents
         self.metrics = Metrics()
-        # Exactly-once support: start of the last scored window per (partition, asset).
-        # Windows at or before a mark were published before a restart and are skipped.
+        # Start of the last scored window per (partition, asset); windows at or before a
+        # mark were published before a restart and are skipped. Dirty keys' state
+        # (:meth:`asset_state`) is written at the next commit.
         self.track_marks = track_marks
         self.marks: dict[tuple[int, str], int] = {}
         self.dirty_marks: set[tuple[int, str]] = set()
@@ -159,6 +172,27 @@ class Pipeline:
         self.metrics.maintenance_reports += 1
         return True
 
+    def asset_state(self, key: tuple[int, str]) -> AssetState:
+        """``key``'s state to store with the marks (see :class:`AssetState`)."""
+        persistence = self.model.decider.persistence
+        return AssetState(
+            window_start_ms=self.marks.get(key, -1),
+            recent=None if persistence is None else persistence.history(key),
+            baseline=None if self.rebaseliner is None else self.rebaseliner.snapshot(key),
+        )
+
+    def restore_asset(self, key: tuple[int, str], state: AssetState) -> bool:
+        """Take back what :meth:`asset_state` stored (a partition given to this process).
+        False when the baseline could not be taken (another number of channels: the
+        asset warms up afresh); the mark and the verdicts are taken regardless."""
+        self.marks[key] = state.window_start_ms
+        persistence = self.model.decider.persistence
+        if state.recent is not None and persistence is not None:
+            persistence.restore(key, state.recent)
+        if state.baseline is not None and self.rebaseliner is not None:
+            return self.rebaseliner.restore(key, state.baseline)
+        return True
+
     def committable(self, consumed: dict[int, int]) -> dict[int, int]:
         """Offsets safe to commit: never past the first reading an open window needs."""
         safe = {}
@@ -176,6 +210,8 @@ class Pipeline:
         windows = result.windows
         if result.gaps and self.rebaseliner is not None:
             self.rebaseliner.note_gaps(result.gaps)  # before scoring: exact per window
+            if self.track_marks:  # a pending new warm-up is state to keep
+                self.dirty_marks.update((g.partition, g.asset_id) for g in result.gaps)
         if len(windows):
             self._score(windows, out, now_ms)
         if result.gaps:
@@ -248,9 +284,15 @@ class Pipeline:
         must replay every partition from :meth:`committable` (taken *before* this
         call) so the new grid can fill. Settled reading outcomes carry over; the
         replayed readings are counted again (``metrics.replayed_readings``).
+        Either way the persistence verdicts and the re-baselining state carry over
+        (the baselines only where the channels are the same): a swap is not a
+        restart of the machines, and must not re-learn a faulty asset as normal.
         """
         old = self.model
         self.metrics.model_swaps += 1
+        new_rule, old_rule = binding.decider.persistence, old.decider.persistence
+        if new_rule is not None and old_rule is not None and new_rule is not old_rule:
+            new_rule.carry_from(old_rule)
         if old.spec == binding.spec and list(old.decider.channels) == list(
             binding.decider.channels
         ):
@@ -272,7 +314,7 @@ class Pipeline:
         )
         old_rebaseliner, self.rebaseliner = self.rebaseliner, self._new_rebaseliner(binding)
         if old_rebaseliner is not None and self.rebaseliner is not None:
-            self.rebaseliner.carry_pending_from(old_rebaseliner)
+            self.rebaseliner.carry_from(old_rebaseliner)
         self.model = binding
         return True
 

@@ -45,7 +45,7 @@ from stream_ae.io.kafka import (
     publish_control,
     read_range,
 )
-from stream_ae.pipeline import ModelBinding, Pipeline, StepOutput
+from stream_ae.pipeline import AssetState, ModelBinding, Pipeline, StepOutput
 from stream_ae.settings import Settings
 from stream_ae.windowing import GridSpec
 
@@ -180,10 +180,6 @@ def marks_topic(settings: Settings) -> str:
     return f"{settings.scorer.group_id}.emitted"
 
 
-class _Marks(msgspec.Struct):
-    window_start_ms: int
-
-
 @dataclass
 class RunSummary:
     batches: int
@@ -210,6 +206,14 @@ class ScorerService:
             track_marks=settings.scorer.exactly_once or settings.scorer.replay_marks,
             rebaseline_ms=int(settings.model.rebaseline_s * 1000),
         )
+        rule = binding.decider.persistence
+        if not self.pipeline.track_marks and (
+            self.pipeline.rebaseliner is not None or (rule is not None and rule.active)
+        ):
+            log.warning(
+                "scorer.replay_marks is off: the persistence verdicts and re-baselining "
+                "state will not survive a restart (set scorer.replay_marks=true)"
+            )
         self.on_output = on_output
         self._stop = False
         self._consumed: dict[int, int] = {}
@@ -383,15 +387,16 @@ class ScorerService:
         self.consumer.commit(offsets)
 
     def _send_marks(self) -> None:
-        """Per (partition, asset) the start of the last published window, and per
-        partition the consumed position (dead letters below it were published)."""
+        """Per (partition, asset) its :class:`AssetState` (the start of the last
+        published window, with the decision state as of it), and per partition the
+        consumed position (dead letters below it were published)."""
         mt = marks_topic(self.settings)
-        marks = self.pipeline.marks
+        state = self.pipeline.asset_state
         for p, asset in self.pipeline.dirty_marks:
-            value = msgspec.json.encode(_Marks(marks[(p, asset)]))
+            value = msgspec.json.encode(state((p, asset)))
             self.producer.send(mt, value, key=f"{p}|{asset}".encode())
-        for p, o in self._consumed.items():
-            self.producer.send(mt, msgspec.json.encode(_Marks(o)), key=f"{p}|".encode())
+        for p, o in self._consumed.items():  # the partition's record: its position
+            self.producer.send(mt, msgspec.json.encode(AssetState(o)), key=f"{p}|".encode())
 
     # -- hot swap ------------------------------------------------------------------------
 
@@ -502,19 +507,30 @@ class ScorerService:
             self._consumed_marks.pop(p, None)
 
     def _load_marks(self, partitions: set[int]) -> None:
+        """Take back the marks and decision state of newly assigned partitions (the
+        latest record per key; the topic is compacted, not necessarily yet)."""
         mt = marks_topic(self.settings)
+        latest: dict[tuple[int, str], bytes] = {}
         for batch in read_range(self.settings.kafka, mt, read_committed=True, idle_timeout_s=2):
             for m in batch:
-                key = (m.key() or b"").decode()
-                p_text, _, asset = key.partition("|")
-                p = int(p_text)
-                if p not in partitions:
-                    continue
-                mark = msgspec.json.decode(m.value() or b"{}", type=_Marks).window_start_ms
-                if asset:
-                    self.pipeline.marks[(p, asset)] = mark
-                else:
-                    self._consumed_marks[p] = mark
+                p_text, _, asset = (m.key() or b"").decode().partition("|")
+                if int(p_text) in partitions:
+                    latest[(int(p_text), asset)] = m.value() or b"{}"
+        refused = []
+        for (p, asset), value in latest.items():
+            state = msgspec.json.decode(value, type=AssetState)
+            if not asset:
+                self._consumed_marks[p] = state.window_start_ms
+            elif not self.pipeline.restore_asset((p, asset), state):
+                refused.append(asset)
+        if refused:
+            log.warning(
+                "%d assets' re-baselining state has another number of channels than "
+                "model %s: they warm up afresh (e.g. %s)",
+                len(refused),
+                self.pipeline.model.decider.model_version,
+                ", ".join(sorted(refused)[:5]),
+            )
 
     def _log_stats(self) -> None:
         acct = self.pipeline.windower.accounting()

@@ -5,6 +5,9 @@ stays, alarms after at most ``k − 1`` extra windows. ``k = n = 1`` is off.
 State is per (partition, asset) and survives batches; it is part of the model's
 decision rule (recorded in the artifact's threshold parameters as
 ``persistence_k`` / ``persistence_n``), so a model and its rule change together.
+The recent verdicts also survive a restart (the scorer writes them with its marks,
+:meth:`history` / :meth:`restore`) and a model swap (:meth:`carry_from`): a fault
+that straddles either still alarms when it would have without it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,23 @@ class Persistence:
             recent.append(bool(verdict))
             out[i] = sum(recent) >= self.k
         return out
+
+    def history(self, key: Key) -> list[bool] | None:
+        """``key``'s recent verdicts, oldest first (None: none yet, or persistence off)."""
+        recent = self._recent.get(key)
+        return list(recent) if recent else None
+
+    def restore(self, key: Key, verdicts: Iterable[bool]) -> None:
+        """Take ``key``'s recent verdicts back (from :meth:`history`); only the newest
+        ``n`` count."""
+        if self.active:
+            self._recent[key] = deque(map(bool, verdicts), maxlen=self.n)
+
+    def carry_from(self, other: Persistence) -> None:
+        """Keep ``other``'s recent verdicts (a model swap: the new rule counts the
+        windows the old model judged, so a fault in progress is not re-counted)."""
+        for key, recent in other._recent.items():
+            self.restore(key, recent)
 
     def forget(self, keys: Iterable[Key]) -> None:
         for k in keys:

@@ -235,6 +235,7 @@ def export_model(
                 dev,
                 (meta.n_channels, meta.window),
                 module.mc_samples,
+                module.tail,
                 tol,
                 check,
             )
@@ -285,6 +286,7 @@ def _record(
     device: torch.device,
     shape: tuple[int, int],
     mc_samples: int,
+    score_tail: int,
     tol: Tolerance,
     check: ExportCheck,
 ) -> ExportRecord:
@@ -317,6 +319,7 @@ def _record(
         input_shape=["batch", n_channels, window],
         output_shape=["batch", n_channels],
         mc_samples=mc_samples,
+        score_tail=score_tail,
         tolerance=tol,
         check=check,
     )

@@ -230,6 +230,8 @@ class ExportRecord(BaseModel):
     output_shape: list[int | str]
     #: the variational model's Monte-Carlo samples baked into the export (0: the mean)
     mc_samples: int = 0
+    #: the newest time steps each window's errors are taken over (0: all); baked in
+    score_tail: int = Field(default=0, ge=0)
     tolerance: Tolerance
     check: ExportCheck
 
@@ -610,7 +612,18 @@ def _load_export(vdir: Path, meta: ArtifactMetadata, fmt: str, precision: str) -
             f"({manifest.weights_sha256[:12]}…, the artifact has {meta.weights_sha256[:12]}…)",
             hint=f"re-export: `{command}`",
         )
-    return manifest.exports[export_key(fmt, precision)]
+    record = manifest.exports[export_key(fmt, precision)]
+    if record.score_tail != meta.score_tail:
+
+        def span(tail: int) -> str:
+            return f"the newest {tail} time steps" if tail else "the whole window"
+
+        raise ArtifactError(
+            f"the {what} of {vdir} scores {span(record.score_tail)} of each window, "
+            f"its metadata.json {span(meta.score_tail)} (score_tail)",
+            hint=f"re-export: `{command}`",
+        )
+    return record
 
 
 def _read_verified(vdir: Path, record: ExportRecord, command: str) -> bytes:

@@ -22,7 +22,14 @@ no torch.
 
 The baseline is kept as the warm-up's mean, and the shift is computed from the
 *current* ``reference_mean``: a hot swap to a model with the same grid replaces
-the reference (:meth:`Rebaseliner.set_reference`) without a new warm-up.
+the reference (:meth:`Rebaseliner.set_reference`) without a new warm-up, and a
+swap that rebuilds the windows keeps the baselines too (:meth:`carry_from`).
+
+A restart must not start a warm-up either: an asset running with a fault when
+the scorer crashed would take the fault as its new normal. The scorer writes
+each asset's state with its marks (:meth:`snapshot`) and takes it back when it
+is given the partition again (:meth:`restore`); the stored floats are the exact
+ones, so a restored asset is shifted exactly as it would have been.
 """
 
 from __future__ import annotations
@@ -30,11 +37,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 
 from stream_ae.windowing.windower import Gap, WindowBatch
 
 Key = tuple[int, str]
+
+
+class BaselineState(msgspec.Struct, omit_defaults=True):
+    """One (partition, asset)'s re-baselining state, as stored with the scorer's marks."""
+
+    #: start of the window that began the current warm-up; None: none begun
+    warmup_start_ms: int | None = None
+    #: warm-up windows summed so far, and their per-channel means summed (C,)
+    windows: int = 0
+    total: list[float] | None = None
+    #: (C,) the settled baseline, once the warm-up is over
+    mean: list[float] | None = None
+    #: a gap's new warm-up, not begun yet: at the first window starting then or later
+    restart_at_ms: int | None = None
 
 
 @dataclass
@@ -84,6 +106,50 @@ class Rebaseliner:
         for asset, ends in other._asset_restart_at.items():
             for at in ends:
                 self.note_restart(asset, at)
+
+    def snapshot(self, key: Key) -> BaselineState | None:
+        """``key``'s state for :meth:`restore` (None: nothing known about it)."""
+        st, restart = self._state.get(key), self._restart_at.get(key)
+        if st is None and restart is None:
+            return None
+        if st is None:
+            return BaselineState(restart_at_ms=restart)
+        return BaselineState(
+            warmup_start_ms=st.first_start_ms,
+            windows=st.count,
+            total=st.total.tolist(),
+            mean=None if st.mean is None else st.mean.tolist(),
+            restart_at_ms=restart,
+        )
+
+    def restore(self, key: Key, state: BaselineState) -> bool:
+        """Take ``key``'s state back from :meth:`snapshot`. False (and nothing taken)
+        when it has another number of channels than this model: the asset then warms
+        up afresh."""
+        n = self.reference_mean.shape[0]
+        if any(v is not None and len(v) != n for v in (state.total, state.mean)):
+            return False
+        self._state.pop(key, None)
+        self._restart_at.pop(key, None)
+        if state.restart_at_ms is not None:
+            self._restart_at[key] = state.restart_at_ms
+        if state.warmup_start_ms is not None:
+            total = np.zeros(n) if state.total is None else np.array(state.total, np.float64)
+            st = self._state[key] = _Baseline(state.warmup_start_ms, total, state.windows)
+            if state.mean is not None:
+                st.mean = np.array(state.mean, np.float64)
+                st.offset = self._offset(st.mean)
+        return True
+
+    def carry_from(self, other: Rebaseliner) -> None:
+        """Keep ``other``'s baselines, warm-ups in progress and pending restarts (a model
+        swap that rebuilds the windows); only its pending maintenance ends when the
+        channels differ."""
+        self.carry_pending_from(other)
+        for key in {*other._state, *other._restart_at}:
+            state = other.snapshot(key)
+            if state is not None:
+                self.restore(key, state)
 
     def set_reference(self, reference_mean: np.ndarray) -> None:
         """A new model's training mean (same channels): settled baselines are kept and

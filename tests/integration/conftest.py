@@ -44,8 +44,17 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         local_broker.stop(cfg, wipe=True)
 
 
-def train_fleet_model(out_dir: Path, *, seed: int, window: int, hop: int, epochs: int) -> Path:
-    """A conv autoencoder trained on the fleet's normal operation."""
+def train_fleet_model(
+    out_dir: Path,
+    *,
+    seed: int,
+    window: int,
+    hop: int,
+    epochs: int,
+    decide: dict[str, int] | None = None,
+) -> Path:
+    """A conv autoencoder trained on the fleet's normal operation (``decide``: the
+    decision rule it records, e.g. persistence)."""
     from stream_ae.training import train
 
     settings = load_settings(
@@ -53,6 +62,7 @@ def train_fleet_model(out_dir: Path, *, seed: int, window: int, hop: int, epochs
             "window": {"size": window, "hop": hop, "sample_period_ms": PERIOD_MS},
             "train": {"epochs": epochs, "seed": seed},
             "model": {"device": "cpu"},
+            "decide": decide or {},
         }
     )
     sim = Simulator(N_ASSETS, seed=SEED, sample_period_ms=PERIOD_MS, start_ts_ms=_START)
@@ -68,6 +78,19 @@ def train_fleet_model(out_dir: Path, *, seed: int, window: int, hop: int, epochs
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_fleet_model(
         tmp_path_factory.mktemp("artifacts"), seed=0, window=W, hop=H, epochs=12
+    )
+
+
+@pytest.fixture(scope="session")
+def persistent_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model, recording 2-of-3 persistence as its decision rule."""
+    return train_fleet_model(
+        tmp_path_factory.mktemp("artifacts"),
+        seed=0,
+        window=W,
+        hop=H,
+        epochs=12,
+        decide={"persistence_k": 2, "persistence_n": 3},
     )
 
 

@@ -7,9 +7,11 @@ uninterrupted scorer (own topics, own group). Windows are identified by
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import (
@@ -43,8 +45,8 @@ def _data() -> tuple[list[tuple[bytes, bytes, int]], list[tuple[bytes, bytes, in
     return msgs[:half], msgs[half:]
 
 
-def _reference(env: Env) -> tuple[set[tuple[str, int]], set[str]]:
-    settings = env.settings(topics={"publish_scores": True})
+def _reference(env: Env, **sections: dict[str, Any]) -> tuple[set[tuple[str, int]], set[str]]:
+    settings = env.settings(**{**sections, "topics": {"publish_scores": True, **_feedback(env)}})
     settings.topics.readings += ".ref"
     settings.topics.anomalies += ".ref"
     settings.topics.scores += ".ref"
@@ -64,10 +66,18 @@ def _reference(env: Env) -> tuple[set[tuple[str, int]], set[str]]:
     return set(windows), events
 
 
-def test_sigkill_mid_stream_then_restart_loses_no_event(env: Env, tmp_path: Path) -> None:
-    ref_windows, ref_events = _reference(env)
+def _feedback(env: Env) -> dict[str, str]:
+    return {"feedback": f"{env.run}.feedback"}
+
+
+def _kill_and_restart(env: Env, tmp_path: Path, **sections: dict[str, Any]) -> None:
+    """SIGKILL a scorer process mid-stream, restart it: it must publish every window
+    and every event of the uninterrupted reference run (same ``sections``)."""
+    ref_windows, ref_events = _reference(env, **sections)
     settings = env.settings(
-        topics={"publish_scores": True}, scorer={"batch_size": 200, "commit_interval_s": 0.3}
+        **sections,
+        topics={"publish_scores": True, **_feedback(env)},
+        scorer={"batch_size": 200, "commit_interval_s": 0.3},
     )
     env.create_topics(settings)
     first, second = _data()
@@ -85,6 +95,23 @@ def test_sigkill_mid_stream_then_restart_loses_no_event(env: Env, tmp_path: Path
     events = {e.event_id for e in events_of(settings)}
     missing = ref_events - events
     assert not missing, f"{len(missing)} events lost after SIGKILL"
+    extra = events - ref_events
+    assert not extra, f"{len(extra)} events the uninterrupted run did not raise"
+
+
+def test_sigkill_mid_stream_then_restart_loses_no_event(env: Env, tmp_path: Path) -> None:
+    _kill_and_restart(env, tmp_path)
+
+
+def test_sigkill_keeps_the_persistence_verdicts_and_the_baselines(
+    env: Env, persistent_model_path: Path, tmp_path: Path
+) -> None:
+    """With 2-of-3 persistence (recorded in the model) and a 60 s warm-up
+    re-baselining, the restarted scorer takes each asset's verdicts and baseline
+    back from the marks topic: no asset warms up again (on a fault, it would learn
+    the fault as normal) and every alarm comes as in the uninterrupted run."""
+    env = dataclasses.replace(env, model_path=persistent_model_path)
+    _kill_and_restart(env, tmp_path, model={"rebaseline_s": 60})
 
 
 def test_exactly_once_mode_gives_no_duplicates_to_a_read_committed_reader(

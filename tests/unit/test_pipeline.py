@@ -492,3 +492,92 @@ def test_a_replay_from_the_commit_never_republishes_a_window_with_other_values(
         assert restarted.suppressed_windows == len(published)
     else:  # the limitation the marks remove: [4, 6) rebuilt without X@5
         assert changed == {("X", ms(4)): (50.0, 40.0)}
+
+
+# -- decision state across a restart: persistence verdicts and baselines ---------------------
+
+
+def _faulty_stream() -> list[Msg]:
+    """p1 runs at 3.25 (its own level: the model's reference is 1), with a fault at 8.5
+    from bucket 14 on; p2 runs at 2.75 throughout. Both on partition 0, interleaved."""
+    rows = []
+    for k in range(30):
+        rows.append(("p1", k, 8.5 if 14 <= k < 24 else 3.25))
+        rows.append(("p2", k, 2.75))
+    return [Msg(wide(a, k, v, v), 0, i, a.encode()) for i, (a, k, v) in enumerate(rows)]
+
+
+def _decisions(out: Any) -> list[tuple[str, int, float]]:
+    return [(e.asset_id, e.window_start_ms, e.score) for e in out.events]
+
+
+@pytest.mark.parametrize("cut", [29, 33, 37])  # before, in and after the first alarm
+def test_a_restart_decides_every_later_window_as_an_uninterrupted_run(cut: int) -> None:
+    """The first process commits after ``cut`` messages; a new one takes the state the
+    marks topic holds (as JSON) and replays from the committed offset. With k = n = 2
+    and a 4 s warm-up, it must alarm exactly where the uninterrupted run does."""
+    import msgspec
+
+    from stream_ae.pipeline import AssetState
+
+    msgs = _faulty_stream()
+    whole, _ = make_rebaselined(persistence=True)
+    whole.track_marks = True
+    expected = whole.step(msgs, now_ms=NOW)
+    expected_flush = whole.flush(now_ms=NOW)
+    assert _decisions(expected), "the fault must alarm in the uninterrupted run"
+
+    first, _ = make_rebaselined(persistence=True)
+    first.track_marks = True
+    out = first.step(msgs[:cut], now_ms=NOW)
+    commit = first.committable(out.consumed)[0]
+    stored = {key: msgspec.json.encode(first.asset_state(key)) for key in sorted(first.dirty_marks)}
+    assert set(stored) == {(0, "p1"), (0, "p2")}
+
+    restarted, _ = make_rebaselined(persistence=True)
+    restarted.track_marks = True
+    for key, raw in stored.items():
+        assert restarted.restore_asset(key, msgspec.json.decode(raw, type=AssetState))
+    again = restarted.step(msgs[commit:], now_ms=NOW)
+    again_flush = restarted.flush(now_ms=NOW)
+    assert restarted.metrics.warmup_windows == 0  # no asset started a new warm-up
+    published = {(a, s) for a, s, _ in _decisions(out)}
+    want = [d for d in _decisions(expected) if (d[0], d[1]) not in published]
+    assert _decisions(again) == want
+    assert _decisions(again_flush) == _decisions(expected_flush)
+    assert _decisions(out) + _decisions(again) == _decisions(expected)
+
+
+def test_a_restart_without_the_state_misses_the_alarm() -> None:
+    """What the stored state prevents: the restarted process warms p1 up on the fault
+    itself, which then looks normal."""
+    msgs = _faulty_stream()
+    first, _ = make_rebaselined(persistence=True)
+    first.track_marks = True
+    out = first.step(msgs[:33], now_ms=NOW)
+    commit = first.committable(out.consumed)[0]
+    restarted, _ = make_rebaselined(persistence=True)
+    restarted.track_marks = True
+    restarted.marks = dict(first.marks)
+    again = restarted.step(msgs[commit:], now_ms=NOW)
+    assert _decisions(out) == [] and _decisions(again) == []
+
+
+def test_a_swap_that_rebuilds_the_grid_keeps_baselines_and_verdicts() -> None:
+    from stream_ae.decide.persistence import Persistence
+
+    pipe, _ = make_rebaselined(persistence=True)
+    pipe.step(_faulty_stream()[:33], now_ms=NOW)  # p1's first window above: 1 of 2
+    rule = pipe.model.decider.persistence
+    assert rule is not None and rule.history((0, "p1")) == [False, True]
+    spec = dataclasses.replace(pipe.model.spec, size=6)
+    decider = dataclasses.replace(pipe.model.decider, persistence=Persistence(k=2, n=2))
+    assert pipe.swap_model(dataclasses.replace(pipe.model, spec=spec, decider=decider))
+    assert decider.persistence is not None
+    assert decider.persistence.history((0, "p1")) == [False, True]
+    assert pipe.rebaseliner is not None
+    assert pipe.rebaseliner.snapshot((0, "p1")) is not None
+    warm = pipe.metrics.warmup_windows
+    out = pipe.step(_faulty_stream()[28:], now_ms=NOW)  # the replay from the pins
+    assert pipe.metrics.warmup_windows == warm  # no new warm-up
+    assert any(e.asset_id == "p1" for e in out.events)

@@ -59,3 +59,31 @@ def test_a_partition_given_away_loses_its_history_and_others_keep_theirs() -> No
     )
     # a (partition 0) needs two fresh windows again; b (partition 1) has its first one
     assert p.apply(again, np.array([True, True])).tolist() == [False, True]
+
+
+def test_verdicts_restored_from_history_decide_as_if_never_interrupted() -> None:
+    first = Persistence(k=3, n=4)
+    first.apply(_batch(["a", "a", "a"], [0, 10, 20]), np.array([True, False, True]))
+    assert first.history((0, "a")) == [True, False, True]
+    assert first.history((0, "b")) is None
+
+    restarted = Persistence(k=3, n=4)
+    restarted.restore((0, "a"), first.history((0, "a")) or [])
+    nxt = _batch(["a", "a"], [30, 40])
+    verdicts = np.array([True, False])
+    assert restarted.apply(nxt, verdicts).tolist() == first.apply(nxt, verdicts).tolist()
+    assert restarted.history((0, "a")) == first.history((0, "a")) == [False, True, True, False]
+    # without the history the third window above the threshold would not alarm
+    assert Persistence(k=3, n=4).apply(nxt, verdicts).tolist() == [False, False]
+
+
+def test_a_swap_carries_the_verdicts_into_the_new_rule() -> None:
+    old = Persistence(k=2, n=3)
+    old.apply(_batch(["a", "a", "a"], [0, 10, 20]), np.array([False, False, True]))
+    new = Persistence(k=2, n=2)
+    new.carry_from(old)
+    assert new.history((0, "a")) == [False, True]  # only the newest n count
+    assert new.apply(_batch(["a"], [30]), np.array([True])).tolist() == [True]
+    off = Persistence()  # 1-of-1 keeps nothing
+    off.carry_from(old)
+    assert off.history((0, "a")) is None

@@ -119,6 +119,15 @@ def test_exports_carry_the_tail(tmp_path: Path, fmt: str) -> None:
     scorer = load_runtime_scorer(vdir, runtime, "cpu")
     raw = _windows(300, 3)
     np.testing.assert_allclose(scorer.score(raw).scores, eager.score(raw).scores, rtol=1e-4)
+    manifest = json.loads((vdir / "exports.json").read_text())
+    assert [e["score_tail"] for e in manifest["exports"].values()] == [TAIL]
+    # an export and an artifact that disagree (metadata.json edited) are refused by name
+    meta_path = vdir / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["score_tail"] = TAIL + 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=rf"scores the newest {TAIL} time steps of each "):
+        load_runtime_scorer(vdir, runtime, "cpu")
 
 
 def test_a_tail_longer_than_the_window_is_refused(tmp_path: Path) -> None:

@@ -229,3 +229,68 @@ def test_pending_maintenance_survives_a_rebuilt_rebaseliner() -> None:
     first = new.apply(_batch("a", [3000, 4000, 5000, 6000, 7000], 3.0))
     assert first.start_ms.tolist() == [7000]  # warm-up 3–4 s, again from 5 s
     assert new.maintenance_restarts == 1
+
+
+def test_a_snapshot_restored_in_a_new_process_shifts_exactly_as_before() -> None:
+    """Mid-warm-up, settled, and with a gap's new warm-up pending: a re-baseliner
+    restored from the snapshot (through its JSON form) gives the same windows as the
+    one that was never interrupted."""
+    import msgspec
+
+    from stream_ae.windowing.rebaseline import BaselineState
+
+    ref = np.array([0.1, 10.3])
+
+    def fresh() -> Rebaseliner:
+        return Rebaseliner(warmup_ms=3000, reference_mean=ref)
+
+    batches = [
+        _batch("a", [0, 1000], 3.7),  # warm-up under way
+        _batch("a", [2000, 3000], 4.1),  # settles, then shifts
+        _batch("a", [4000, 5000], 9.3),  # a fault after the warm-up
+        _batch("a", [9000, 10_000, 11_000, 12_000], 4.4),  # after the gap: warm-up again
+    ]
+    gap = Gap("a", 6000, 9000)
+    for cut in range(1, len(batches)):
+        whole, first = fresh(), fresh()
+        expected = []
+        for i, b in enumerate(batches):
+            if i == 3:
+                whole.note_gaps([gap])
+            expected.append(whole.apply(b))
+        for b in batches[:cut]:
+            first.apply(b)
+        if cut == 3:
+            first.note_gaps([gap])  # noted, no window after it yet
+        state = first.snapshot((0, "a"))
+        assert state is not None
+        stored = msgspec.json.decode(msgspec.json.encode(state), type=BaselineState)
+        restarted = fresh()
+        assert restarted.restore((0, "a"), stored)
+        for i in range(cut, len(batches)):
+            if i == 3 and cut < 3:  # the replay meets the gap again (for 3, it is before it)
+                restarted.note_gaps([gap])
+            got, want = restarted.apply(batches[i]), expected[i]
+            assert got.start_ms.tolist() == want.start_ms.tolist(), cut
+            assert np.array_equal(got.values, want.values), cut
+    assert fresh().snapshot((0, "a")) is None
+
+
+def test_a_snapshot_with_other_channels_is_refused_and_the_asset_warms_up() -> None:
+    two = Rebaseliner(warmup_ms=1000, reference_mean=np.array([0.0, 10.0]))
+    two.apply(_batch("a", [0, 1000], 3.0))
+    state = two.snapshot((0, "a"))
+    assert state is not None and state.mean is not None
+    three = Rebaseliner(warmup_ms=1000, reference_mean=np.zeros(3))
+    assert not three.restore((0, "a"), state)
+    assert len(three.apply(_batch("a", [2000], 3.0, c=3))) == 0  # warming up afresh
+
+
+def test_carry_from_keeps_baselines_for_a_rebuilt_grid() -> None:
+    old = Rebaseliner(warmup_ms=2000, reference_mean=np.array([0.0, 10.0]))
+    old.apply(_batch("a", [0, 1000, 2000], 3.0))  # settled at 3
+    new = Rebaseliner(warmup_ms=2000, reference_mean=np.array([1.0, 11.0]))
+    new.carry_from(old)
+    out = new.apply(_batch("a", [3000], 3.0, w=6))  # another window size: no warm-up
+    np.testing.assert_allclose(out.values[0, 0], 1.0)  # onto the new reference
+    assert new.warmup_windows == 0
