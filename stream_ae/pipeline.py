@@ -30,6 +30,7 @@ from stream_ae.schemas import (
 )
 from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
 from stream_ae.windowing.rebaseline import BaselineState, Rebaseliner
+from stream_ae.windowing.windower import Gap
 
 
 class ScoreLike(Protocol):
@@ -74,6 +75,8 @@ class AssetState(msgspec.Struct, omit_defaults=True):
     window_start_ms: int
     recent: list[bool] | None = None
     baseline: BaselineState | None = None
+    #: the channels the baseline's values belong to, in order
+    channels: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -172,26 +175,34 @@ class Pipeline:
         self.metrics.maintenance_reports += 1
         return True
 
+    def _mark(self, gap: Gap) -> int:
+        return self.marks.get((gap.partition, gap.asset_id), -1)
+
     def asset_state(self, key: tuple[int, str]) -> AssetState:
         """``key``'s state to store with the marks (see :class:`AssetState`)."""
         persistence = self.model.decider.persistence
+        baseline = None if self.rebaseliner is None else self.rebaseliner.snapshot(key)
         return AssetState(
             window_start_ms=self.marks.get(key, -1),
             recent=None if persistence is None else persistence.history(key),
-            baseline=None if self.rebaseliner is None else self.rebaseliner.snapshot(key),
+            baseline=baseline,
+            channels=None if baseline is None else list(self.channels),
         )
 
     def restore_asset(self, key: tuple[int, str], state: AssetState) -> bool:
         """Take back what :meth:`asset_state` stored (a partition given to this process).
-        False when the baseline could not be taken (another number of channels: the
-        asset warms up afresh); the mark and the verdicts are taken regardless."""
+        False when the baseline could not be taken (the model has other channels, or
+        the same in another order: the asset warms up afresh); the mark and the
+        verdicts are taken regardless."""
         self.marks[key] = state.window_start_ms
         persistence = self.model.decider.persistence
         if state.recent is not None and persistence is not None:
             persistence.restore(key, state.recent)
-        if state.baseline is not None and self.rebaseliner is not None:
-            return self.rebaseliner.restore(key, state.baseline)
-        return True
+        if state.baseline is None or self.rebaseliner is None:
+            return True
+        if state.channels != list(self.channels):
+            return False
+        return self.rebaseliner.restore(key, state.baseline)
 
     def committable(self, consumed: dict[int, int]) -> dict[int, int]:
         """Offsets safe to commit: never past the first reading an open window needs."""
@@ -209,9 +220,13 @@ class Pipeline:
             m.dead_letters[d.reason] += 1
         windows = result.windows
         if result.gaps and self.rebaseliner is not None:
-            self.rebaseliner.note_gaps(result.gaps)  # before scoring: exact per window
-            if self.track_marks:  # a pending new warm-up is state to keep
-                self.dirty_marks.update((g.partition, g.asset_id) for g in result.gaps)
+            gaps = result.gaps
+            if self.track_marks:
+                # A replay meets gaps whose new warm-up began before the mark (the
+                # stored state has it): noting one again would restart that warm-up.
+                gaps = [g for g in gaps if Rebaseliner.restart_ms(g) > self._mark(g)]
+                self.dirty_marks.update((g.partition, g.asset_id) for g in gaps)
+            self.rebaseliner.note_gaps(gaps)  # before scoring: exact per window
         if len(windows):
             self._score(windows, out, now_ms)
         if result.gaps:
@@ -304,6 +319,7 @@ class Pipeline:
             return False
         for key, start_ms in self.windower.next_window_starts_ms().items():
             self.marks[key] = max(self.marks.get(key, -1), start_ms - 1)
+            self.dirty_marks.add(key)
         self.track_marks = True
         self.metrics.replayed_readings += self.windower.open_readings()
         fresh = Windower(binding.spec, idle_timeout_ms=self.windower.idle_timeout_ms)
@@ -314,14 +330,18 @@ class Pipeline:
         )
         old_rebaseliner, self.rebaseliner = self.rebaseliner, self._new_rebaseliner(binding)
         if old_rebaseliner is not None and self.rebaseliner is not None:
-            self.rebaseliner.carry_from(old_rebaseliner)
+            if list(old.decider.channels) == list(binding.decider.channels):
+                self.rebaseliner.carry_from(old_rebaseliner)
+            else:  # a baseline is per channel: other channels warm up afresh
+                self.rebaseliner.carry_pending_from(old_rebaseliner)
         self.model = binding
         return True
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:
         """Drop windowing, re-baselining and persistence state and the marks of
-        partitions this process gave away (the next owner starts from the committed
-        offsets; if one comes back here, nothing from before is reused)."""
+        partitions this process gave away. The next owner (this process again,
+        perhaps) starts from the committed offsets and the state stored with the
+        marks (:meth:`restore_asset`), not from what this process held."""
         gone = set(partitions)
         self.windower.revoke(gone)
         if self.rebaseliner is not None:

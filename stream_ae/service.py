@@ -216,6 +216,7 @@ class ScorerService:
             )
         self.on_output = on_output
         self._stop = False
+        self._closing = False
         self._consumed: dict[int, int] = {}
         self._eos = settings.scorer.exactly_once
         self._marks = self.pipeline.track_marks  # marks topic written and read back
@@ -229,6 +230,9 @@ class ScorerService:
 
     def request_stop(self, *_args: object) -> None:
         self._stop = True
+
+    def _stopping(self) -> bool:
+        return self._stop
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: FrameType | None) -> None:
@@ -281,6 +285,7 @@ class ScorerService:
         message arrived for ``max_idle_s`` / ``max_seconds`` passed."""
         s = self.settings
         self._prepare()
+        self._closing = False
         txn_id = None
         if self._eos:
             txn_id = f"{s.scorer.transactional_id}-{socket.gethostname()}-{os.getpid()}"
@@ -291,7 +296,9 @@ class ScorerService:
             s.kafka,
             s.topics.readings,
             s.scorer.group_id,
-            rebalance=Rebalance(on_assign=self._on_assign, on_revoke=self._on_revoke),
+            rebalance=Rebalance(
+                on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            ),
             read_committed=self._eos,
         )
         self._watcher = ControlWatcher(s.kafka, s.topics.models) if s.model.hot_swap else None
@@ -367,8 +374,10 @@ class ScorerService:
         if self.on_output is not None:
             self.on_output(out)
 
-    def _commit(self) -> None:
-        offsets = self.pipeline.committable(self._consumed)
+    def _commit(self, offsets: dict[int, int] | None = None) -> None:
+        """Flush, write the marks, commit ``offsets`` (default: what is safe now)."""
+        if offsets is None:
+            offsets = self.pipeline.committable(self._consumed)
         if self._eos:
             if not self._in_txn:
                 self._begin()
@@ -379,10 +388,11 @@ class ScorerService:
             self.pipeline.dirty_marks.clear()
             self._in_txn = False
             return
-        self.producer.flush()  # every output acknowledged (raises otherwise) ...
+        stopping = self._stopping
+        self.producer.flush(stopping=stopping)  # every output acknowledged (or raise) ...
         if self._marks:  # ... before a mark may say its window was published
             self._send_marks()
-            self.producer.flush()
+            self.producer.flush(stopping=stopping)
             self.pipeline.dirty_marks.clear()
         self.consumer.commit(offsets)
 
@@ -473,8 +483,9 @@ class ScorerService:
         replay_from = self.pipeline.committable(self._consumed)
         if self.pipeline.swap_model(binding):
             # W, H, period or channels changed: settle what the old grid emitted, then
-            # replay from the pins so the new grid fills (see Pipeline.swap_model).
-            self._commit()
+            # replay from the pins so the new grid fills (see Pipeline.swap_model). The
+            # commit stays at the pins: a crash during the replay replays again.
+            self._commit(replay_from)
             for p, o in self._consumed.items():
                 self._consumed_marks[p] = max(self._consumed_marks.get(p, -1), o)
             self.consumer.seek(replay_from)
@@ -497,10 +508,25 @@ class ScorerService:
 
     def _on_revoke(self, partitions: list[int]) -> None:
         log.info("revoking partitions %s", partitions)
-        try:
-            self._commit()
-        except Exception:  # the next owner replays from the last good commit
-            log.exception("commit during revoke failed")
+        if not self._closing:  # closing: run() has committed, or failed and must not
+            try:
+                self._commit()
+            except Exception:  # the next owner replays from the last good commit
+                log.exception("commit during revoke failed")
+        self._forget(partitions)
+
+    def _on_lost(self, partitions: list[int]) -> None:
+        """Taken away while this scorer was out of the group (e.g. blocked in a flush
+        through a broker outage): another scorer may own them already, so nothing is
+        committed and no mark written for them."""
+        log.warning(
+            "lost partitions %s (out of the group too long): their state is dropped; "
+            "their owner replays from the last commit",
+            partitions,
+        )
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[int]) -> None:
         self.pipeline.forget_partitions(partitions)
         for p in partitions:
             self._consumed.pop(p, None)
@@ -525,8 +551,8 @@ class ScorerService:
                 refused.append(asset)
         if refused:
             log.warning(
-                "%d assets' re-baselining state has another number of channels than "
-                "model %s: they warm up afresh (e.g. %s)",
+                "%d assets' stored baselines are for other channels (or another order) "
+                "than model %s has: they warm up afresh (e.g. %s)",
                 len(refused),
                 self.pipeline.model.decider.model_version,
                 ", ".join(sorted(refused)[:5]),
@@ -551,6 +577,7 @@ class ScorerService:
                 self.producer.flush(10)
         except Exception:
             log.exception("flush on shutdown failed")
+        self._closing = True
         self.consumer.close()
         for follower in (self._watcher, self._feedback):
             if follower is not None:

@@ -230,8 +230,10 @@ class ExportRecord(BaseModel):
     output_shape: list[int | str]
     #: the variational model's Monte-Carlo samples baked into the export (0: the mean)
     mc_samples: int = 0
-    #: the newest time steps each window's errors are taken over (0: all); baked in
-    score_tail: int = Field(default=0, ge=0)
+    #: the newest time steps each window's errors are taken over, baked in. Written
+    #: only when > 0, so scorers from before the field can read the manifest; an
+    #: export without it is of the whole window or from before the field.
+    score_tail: int = Field(default=0, ge=0, exclude_if=lambda tail: tail == 0)
     tolerance: Tolerance
     check: ExportCheck
 
@@ -613,7 +615,7 @@ def _load_export(vdir: Path, meta: ArtifactMetadata, fmt: str, precision: str) -
             hint=f"re-export: `{command}`",
         )
     record = manifest.exports[export_key(fmt, precision)]
-    if record.score_tail != meta.score_tail:
+    if record.score_tail and record.score_tail != meta.score_tail:
 
         def span(tail: int) -> str:
             return f"the newest {tail} time steps" if tail else "the whole window"

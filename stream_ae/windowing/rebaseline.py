@@ -81,13 +81,18 @@ class Rebaseliner:
     #: warm-ups started by a maintenance report (not by the first window or a gap)
     maintenance_restarts: int = 0
 
+    @staticmethod
+    def restart_ms(gap: Gap) -> int:
+        """The first window starting at or after this time opens the gap's warm-up: a
+        hole's windows resume at its end; after a silence (start = end = the last
+        reading) the next window starts later than that reading."""
+        return gap.end_ms + 1 if gap.silent else gap.end_ms
+
     def note_gaps(self, gaps: Iterable[Gap]) -> None:
         """Each gap (or silence) restarts its asset's warm-up from the first window
         that starts after it; windows before it keep the current baseline."""
         for g in gaps:
-            # a hole's windows resume at its end; after a silence (start = end = the
-            # last reading) the next window starts later than that reading
-            at = g.end_ms + 1 if g.silent else g.end_ms
+            at = self.restart_ms(g)
             key = (g.partition, g.asset_id)
             self._restart_at[key] = max(at, self._restart_at.get(key, at))
 
@@ -237,6 +242,7 @@ class Rebaseliner:
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Drop the state of partitions this process gave away: if one comes back, its
-        assets warm up afresh instead of using a baseline from before."""
+        assets take the state stored with the scorer's marks (:meth:`restore`), not
+        what this process held."""
         gone = set(partitions)
         self.reset([k for k in (*self._state, *self._restart_at) if k[0] in gone])

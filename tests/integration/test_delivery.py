@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
+import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from harness import (
     window_keys,
 )
 
+from stream_ae.io import local_broker
 from stream_ae.simulate import FaultSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,6 +41,8 @@ FAULTS = [
     FaultSpec("pump-005", "cavitation", STREAM_START + 500 * PERIOD_MS, ramp_s=60, severity=2),
 ]
 STEPS = 900
+#: the broker's outage in the crash test: longer than the 60 s a flush once waited
+OUTAGE_S = 70
 
 
 def _data() -> tuple[list[tuple[bytes, bytes, int]], list[tuple[bytes, bytes, int]]]:
@@ -166,3 +172,52 @@ def test_two_scorers_in_one_group_score_every_window_through_a_rebalance(env: En
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.timeout(600)
+def test_a_broker_crash_and_restart_mid_stream_loses_no_event(env: Env, tmp_path: Path) -> None:
+    """The broker (its own, in its own state dir) is SIGKILLed as the scorer process
+    publishes its first scores, and started again on the same data and ports after
+    OUTAGE_S, longer than a flush used to wait. The scorer rides it out: every
+    window and event of the uninterrupted run arrives, and no other event. Whether
+    outputs are in flight at the kill depends on timing (they usually are: the log
+    shows the flush waiting); the wait itself is pinned in test_output_producer."""
+    ref_windows, ref_events = _reference(env)
+    cfg = local_broker.BrokerConfig(
+        state_dir=tmp_path / "broker",
+        port=local_broker.free_port(),
+        controller_port=local_broker.free_port(),
+    )
+    local_broker.start(cfg, timeout_s=120)
+    try:
+        env = dataclasses.replace(env, bootstrap=cfg.bootstrap)
+        settings = env.settings(
+            topics={"publish_scores": True}, scorer={"batch_size": 50, "commit_interval_s": 0.3}
+        )
+        env.create_topics(settings)
+        first, second = _data()
+        env.produce(settings, first)
+        proc = ScorerProcess(settings, tmp_path / "scorer.log")
+        wait_until(lambda: len(scores_of(settings)) > 0, 90, "the first scores")
+        info = local_broker.status(cfg)
+        assert info is not None
+        os.kill(info.pid, signal.SIGKILL)  # no clean shutdown; outputs are in flight
+        time.sleep(OUTAGE_S)
+        assert proc.proc.poll() is None, "the scorer gave up:\n" + proc.log_tail()
+        local_broker.start(cfg, timeout_s=180)
+        env.produce(settings, second)
+        wait_until(
+            lambda: (
+                ref_windows <= set(window_keys(scores_of(settings))) or proc.proc.poll() is not None
+            ),
+            240,
+            "every window",
+        )
+        assert proc.proc.poll() is None, "the scorer exited:\n" + proc.log_tail()
+        assert proc.terminate() == 0, proc.log_tail()
+        events = {e.event_id for e in events_of(settings)}
+        assert not ref_events - events, f"{len(ref_events - events)} events lost"
+        assert not events - ref_events, f"{len(events - ref_events)} events not in the reference"
+        assert set(window_keys(scores_of(settings))) == ref_windows
+    finally:
+        local_broker.stop(cfg, wipe=True)

@@ -1,8 +1,10 @@
-"""Retried Kafka calls: a call that gives up leaves nothing behind."""
+"""Retried Kafka calls: a call that gives up leaves nothing behind; a commit that
+cannot reach the broker waits for the next interval."""
 
 from __future__ import annotations
 
 import gc
+import logging
 import weakref
 
 import pytest
@@ -71,3 +73,22 @@ def test_retries_return_the_first_success_and_reraise_the_last_error() -> None:
     with pytest.raises(ValueError, match="a bug"):
         _with_retries(3, broken)
     assert len(calls) == 1  # not retried
+
+
+def test_a_commit_that_cannot_reach_the_broker_is_skipped_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No coordinator (the broker is away): the commit is skipped with a warning and
+    the scorer commits again at its next interval; a replay would start from the
+    last commit."""
+    from stream_ae.io.kafka import InputConsumer
+
+    consumer = InputConsumer(
+        KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"), "readings", "g"
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="stream_ae.io.kafka"):
+            assert consumer.commit({0: 5}) is False
+    finally:
+        consumer.close()
+    assert any("commit skipped, the broker may be away" in r.getMessage() for r in caplog.records)

@@ -581,3 +581,55 @@ def test_a_swap_that_rebuilds_the_grid_keeps_baselines_and_verdicts() -> None:
     out = pipe.step(_faulty_stream()[28:], now_ms=NOW)  # the replay from the pins
     assert pipe.metrics.warmup_windows == warm  # no new warm-up
     assert any(e.asset_id == "p1" for e in out.events)
+
+
+def test_a_replay_over_a_gap_the_stored_state_has_seen_keeps_the_baseline() -> None:
+    """p2's lone reading holds the commit at offset 0, so the replay meets p1's hole
+    (buckets 6–11) again, though p1's warm-up after it is over and stored. Noting
+    the gap again would start that warm-up again and leave windows unscored."""
+    import msgspec
+
+    from stream_ae.pipeline import AssetState
+
+    msgs = [Msg(wide("p2", 0, 1.0, 1.0), 0, 0, b"p2")]
+    for k in [*range(6), *range(12, 40)]:
+        msgs.append(Msg(wide("p1", k, 3.0, 3.0), 0, len(msgs), b"p1"))
+    whole, _ = make_rebaselined(persistence=True)
+    whole.track_marks = True
+    expected = whole.step(msgs, now_ms=NOW)
+    first, _ = make_rebaselined(persistence=True)
+    first.track_marks = True
+    out = first.step(msgs[:25], now_ms=NOW)
+    commit = first.committable(out.consumed)[0]
+    assert commit == 0
+    restarted, _ = make_rebaselined(persistence=True)
+    restarted.track_marks = True
+    for key in first.dirty_marks:
+        raw = msgspec.json.encode(first.asset_state(key))
+        restarted.restore_asset(key, msgspec.json.decode(raw, type=AssetState))
+    again = restarted.step(msgs[commit:], now_ms=NOW)
+    assert restarted.metrics.warmup_windows == 0
+    assert out.windows + again.windows == expected.windows
+
+
+def test_a_baseline_is_taken_back_only_for_the_same_channels_in_the_same_order() -> None:
+    import msgspec
+
+    first, _ = make_rebaselined()
+    first.track_marks = True
+    first.step(series("p1", range(12)), now_ms=NOW)
+    state = first.asset_state((0, "p1"))
+    assert state.baseline is not None and state.channels == CHANNELS
+    swapped = msgspec.structs.replace(state, channels=list(reversed(CHANNELS)))
+    restarted, _ = make_rebaselined()
+    assert not restarted.restore_asset((0, "p1"), swapped)
+    assert restarted.marks == {(0, "p1"): state.window_start_ms}  # the mark is kept
+    assert restarted.restore_asset((0, "p1"), state)
+
+
+def test_a_swap_to_other_channels_warms_up_afresh() -> None:
+    pipe, _ = make_rebaselined()
+    pipe.step(series("p1", range(8)), now_ms=NOW)
+    decider = dataclasses.replace(pipe.model.decider, channels=["b", "a"])
+    assert pipe.swap_model(dataclasses.replace(pipe.model, decider=decider))
+    assert pipe.rebaseliner is not None and pipe.rebaseliner.snapshot((0, "p1")) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -264,6 +265,7 @@ def test_client_config_plaintext_has_only_the_basics() -> None:
         "bootstrap.servers": "127.0.0.1:9092",
         "client.id": "stream-ae",
         "security.protocol": "PLAINTEXT",
+        "logger": logging.getLogger("stream_ae.librdkafka"),
     }
 
 
@@ -294,6 +296,7 @@ def test_client_config_passes_sasl_tls_extra_and_overrides() -> None:
         "ssl.key.password": "keypw",
         "socket.timeout.ms": "5",  # call-site overrides win over extra
         "group.id": "g",
+        "logger": logging.getLogger("stream_ae.librdkafka"),
     }
 
 

@@ -130,6 +130,15 @@ def test_exports_carry_the_tail(tmp_path: Path, fmt: str) -> None:
         load_runtime_scorer(vdir, runtime, "cpu")
 
 
+def test_an_export_without_a_tail_does_not_name_one(tmp_path: Path) -> None:
+    """Scorers from before the field refuse unknown keys in exports.json."""
+    vdir = save_artifact(_fit(0), tmp_path)  # type: ignore[arg-type]
+    export_model(vdir, "torchscript", device="cpu")
+    (record,) = json.loads((vdir / "exports.json").read_text())["exports"].values()
+    assert "score_tail" not in record
+    load_runtime_scorer(vdir, "torchscript", "cpu")
+
+
 def test_a_tail_longer_than_the_window_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"score_tail=17 is longer than the window \(16"):
         _fit(W + 1)
