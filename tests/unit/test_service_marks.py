@@ -1,0 +1,84 @@
+"""The scorer takes back its marks and decision state when given partitions
+(``ScorerService._load_marks``), from records as the marks topic holds them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import pytest
+
+from stream_ae import service as service_mod
+from stream_ae.decide.events import Decider
+from stream_ae.decide.persistence import Persistence
+from stream_ae.pipeline import AssetState, ModelBinding
+from stream_ae.service import ScorerService
+from stream_ae.settings import load_settings
+from stream_ae.windowing import GridSpec
+from stream_ae.windowing.rebaseline import BaselineState
+
+CHANNELS = ["a", "b"]
+
+
+@dataclass
+class Record:
+    k: bytes
+    v: bytes
+
+    def key(self) -> bytes:
+        return self.k
+
+    def value(self) -> bytes:
+        return self.v
+
+
+def _state(mark: int, **fields: object) -> bytes:
+    return msgspec.json.encode(AssetState(mark, **fields))  # type: ignore[arg-type]
+
+
+def _service(monkeypatch: pytest.MonkeyPatch, records: list[Record]) -> ScorerService:
+    settings = load_settings(flags={"model": {"rebaseline_s": 4.0}})
+    decider = Decider(
+        threshold=5.0, model_version="v1", channels=CHANNELS, persistence=Persistence(k=2, n=3)
+    )
+    spec = GridSpec(period_ms=1000, size=4, hop=2, lateness_ms=0, fill_limit=0, n_channels=2)
+    binding = ModelBinding(
+        scorer=None,  # type: ignore[arg-type]  # nothing is scored here
+        decider=decider,
+        spec=spec,
+        reference_mean=np.array([1.0, 1.0]),
+    )
+    service = ScorerService(settings, binding)
+    monkeypatch.setattr(service_mod, "read_range", lambda *_a, **_k: iter([records]))
+    return service
+
+
+def test_the_latest_record_per_asset_is_taken_back_for_assigned_partitions(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settled = BaselineState(warmup_start_ms=0, windows=2, total=[6.0, 8.0], mean=[3.0, 4.0])
+    records = [
+        Record(b"0|p1", b'{"window_start_ms": 5}'),  # an older scorer's record
+        Record(b"0|p1", _state(9, recent=[False, True], baseline=settled, channels=CHANNELS)),
+        Record(b"0|p2", _state(7, baseline=settled, channels=["b", "a"])),  # other order
+        Record(b"0|p3", b'{"window_start_ms": 3}'),  # only ever written by an older scorer
+        Record(b"0|", b'{"window_start_ms": 17}'),  # the partition's consumed position
+        Record(b"1|p9", _state(11, recent=[True])),  # not assigned here
+    ]
+    service = _service(monkeypatch, records)
+    with caplog.at_level(logging.WARNING, logger="stream_ae.service"):
+        service._load_marks({0})
+    pipe = service.pipeline
+    assert pipe.marks == {(0, "p1"): 9, (0, "p2"): 7, (0, "p3"): 3}
+    assert service._consumed_marks == {0: 17}
+    rule = pipe.model.decider.persistence
+    assert rule is not None and rule.history((0, "p1")) == [False, True]
+    assert rule.history((1, "p9")) is None
+    assert pipe.rebaseliner is not None
+    assert pipe.rebaseliner.snapshot((0, "p1")) == settled
+    assert pipe.rebaseliner.snapshot((0, "p2")) is None  # refused: warms up afresh
+    (warning,) = caplog.records
+    assert "1 assets' stored baselines are for other channels" in warning.getMessage()
+    assert "p2" in warning.getMessage()
