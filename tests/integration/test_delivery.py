@@ -152,9 +152,20 @@ def test_exactly_once_mode_gives_no_duplicates_to_a_read_committed_reader(
     assert set(events) == ref_events
 
 
-def test_two_scorers_in_one_group_score_every_window_through_a_rebalance(env: Env) -> None:
-    ref_windows, _ = _reference(env)
-    settings = env.settings(topics={"publish_scores": True}, scorer={"batch_size": 300})
+@pytest.mark.parametrize("decision_state", [False, True], ids=["plain", "persistence+warmup"])
+def test_two_scorers_in_one_group_score_every_window_through_a_rebalance(
+    env: Env, persistent_model_path: Path, decision_state: bool
+) -> None:
+    """With 2-of-3 persistence and a 60 s warm-up, the partitions' next owner takes
+    their assets' verdicts and baselines from the marks: same windows, same events."""
+    sections: dict[str, dict[str, Any]] = {}
+    if decision_state:
+        env = dataclasses.replace(env, model_path=persistent_model_path)
+        sections = {"model": {"rebaseline_s": 60}}
+    ref_windows, ref_events = _reference(env, **sections)
+    settings = env.settings(
+        **sections, topics={"publish_scores": True, **_feedback(env)}, scorer={"batch_size": 300}
+    )
     env.create_topics(settings, partitions=4)
     first, second = _data()
     env.produce(settings, first)
@@ -172,6 +183,7 @@ def test_two_scorers_in_one_group_score_every_window_through_a_rebalance(env: En
     finally:
         a.stop()
         b.stop()
+    assert {e.event_id for e in events_of(settings)} == ref_events
 
 
 @pytest.mark.timeout(600)
