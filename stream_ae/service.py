@@ -38,6 +38,7 @@ from stream_ae.decide.persistence import Persistence
 from stream_ae.io.kafka import (
     Admin,
     ControlWatcher,
+    DeliveryFailed,
     InputConsumer,
     OutputProducer,
     Rebalance,
@@ -573,8 +574,10 @@ class ScorerService:
         try:
             if self._eos and self._in_txn:
                 self.producer.abort()
-            else:
-                self.producer.flush(10)
+            else:  # after a stop, run() has flushed or given up: no second wait
+                self.producer.flush(10, stopping=self._stopping, stop_grace_s=0.0)
+        except DeliveryFailed as exc:
+            log.error("flush on shutdown: %s", exc)
         except Exception:
             log.exception("flush on shutdown failed")
         self._closing = True

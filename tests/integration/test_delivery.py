@@ -233,3 +233,36 @@ def test_a_broker_crash_and_restart_mid_stream_loses_no_event(env: Env, tmp_path
         assert set(window_keys(scores_of(settings))) == ref_windows
     finally:
         local_broker.stop(cfg, wipe=True)
+
+
+@pytest.mark.timeout(300)
+def test_a_sigterm_while_the_broker_is_away_ends_the_wait(env: Env, tmp_path: Path) -> None:
+    """The broker (its own) is SIGKILLed with outputs in flight and stays down; a
+    SIGTERM then ends the scorer within the stop grace (10 s) plus the close, with
+    an error that says nothing was committed, instead of after the delivery timeout."""
+    cfg = local_broker.BrokerConfig(
+        state_dir=tmp_path / "broker",
+        port=local_broker.free_port(),
+        controller_port=local_broker.free_port(),
+    )
+    local_broker.start(cfg, timeout_s=120)
+    try:
+        env = dataclasses.replace(env, bootstrap=cfg.bootstrap)
+        settings = env.settings(scorer={"batch_size": 50, "commit_interval_s": 0.3})
+        env.create_topics(settings)
+        env.produce(settings, _data()[0])
+        proc = ScorerProcess(settings, tmp_path / "scorer.log")
+        wait_until(lambda: bool(events_of(settings)), 90, "the first events")
+        info = local_broker.status(cfg)
+        assert info is not None
+        os.kill(info.pid, signal.SIGKILL)
+        time.sleep(5)
+        started = time.monotonic()
+        code = proc.terminate(timeout_s=120)
+        took = time.monotonic() - started
+        log = proc.log_tail()
+        assert code != 0, log
+        assert took < 30, f"{took:.0f} s after SIGTERM:\n{log}"
+        assert "offsets were not committed" in log, log
+    finally:
+        local_broker.stop(cfg, wipe=True)
