@@ -30,7 +30,6 @@ from stream_ae.schemas import (
 )
 from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
 from stream_ae.windowing.rebaseline import BaselineState, Rebaseliner
-from stream_ae.windowing.windower import Gap
 
 
 class ScoreLike(Protocol):
@@ -175,9 +174,6 @@ class Pipeline:
         self.metrics.maintenance_reports += 1
         return True
 
-    def _mark(self, gap: Gap) -> int:
-        return self.marks.get((gap.partition, gap.asset_id), -1)
-
     def asset_state(self, key: tuple[int, str]) -> AssetState:
         """``key``'s state to store with the marks (see :class:`AssetState`)."""
         persistence = self.model.decider.persistence
@@ -224,7 +220,12 @@ class Pipeline:
             if self.track_marks:
                 # A replay meets gaps whose new warm-up began before the mark (the
                 # stored state has it): noting one again would restart that warm-up.
-                gaps = [g for g in gaps if Rebaseliner.restart_ms(g) > self._mark(g)]
+                marks = self.marks
+                gaps = [
+                    g
+                    for g in gaps
+                    if Rebaseliner.restart_ms(g) > marks.get((g.partition, g.asset_id), -1)
+                ]
                 self.dirty_marks.update((g.partition, g.asset_id) for g in gaps)
             self.rebaseliner.note_gaps(gaps)  # before scoring: exact per window
         if len(windows):
@@ -308,9 +309,8 @@ class Pipeline:
         new_rule, old_rule = binding.decider.persistence, old.decider.persistence
         if new_rule is not None and old_rule is not None and new_rule is not old_rule:
             new_rule.carry_from(old_rule)
-        if old.spec == binding.spec and list(old.decider.channels) == list(
-            binding.decider.channels
-        ):
+        same_channels = list(old.decider.channels) == list(binding.decider.channels)
+        if old.spec == binding.spec and same_channels:
             if self.rebaseliner is not None:  # settled baselines stay; the reference moves
                 if binding.reference_mean is None:
                     raise ValueError("re-baselining needs the model's reference mean")
@@ -330,7 +330,7 @@ class Pipeline:
         )
         old_rebaseliner, self.rebaseliner = self.rebaseliner, self._new_rebaseliner(binding)
         if old_rebaseliner is not None and self.rebaseliner is not None:
-            if list(old.decider.channels) == list(binding.decider.channels):
+            if same_channels:
                 self.rebaseliner.carry_from(old_rebaseliner)
             else:  # a baseline is per channel: other channels warm up afresh
                 self.rebaseliner.carry_pending_from(old_rebaseliner)

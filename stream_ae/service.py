@@ -389,11 +389,10 @@ class ScorerService:
             self.pipeline.dirty_marks.clear()
             self._in_txn = False
             return
-        stopping = self._stopping
-        self.producer.flush(stopping=stopping)  # every output acknowledged (or raise) ...
+        self.producer.flush(stopping=self._stopping)  # all acknowledged (or raise) ...
         if self._marks:  # ... before a mark may say its window was published
             self._send_marks()
-            self.producer.flush(stopping=stopping)
+            self.producer.flush(stopping=self._stopping)
             self.pipeline.dirty_marks.clear()
         self.consumer.commit(offsets)
 
@@ -541,8 +540,8 @@ class ScorerService:
         for batch in read_range(self.settings.kafka, mt, read_committed=True, idle_timeout_s=2):
             for m in batch:
                 p_text, _, asset = (m.key() or b"").decode().partition("|")
-                if int(p_text) in partitions:
-                    latest[(int(p_text), asset)] = m.value() or b"{}"
+                if (p := int(p_text)) in partitions:
+                    latest[(p, asset)] = m.value() or b"{}"
         refused = []
         for (p, asset), value in latest.items():
             state = msgspec.json.decode(value, type=AssetState)

@@ -260,10 +260,12 @@ class Admin:
 # -- producer ----------------------------------------------------------------------------
 
 
-def _delivery_timeout_s(conf: dict[str, Any]) -> float:
-    """librdkafka's ``message.timeout.ms`` (alias ``delivery.timeout.ms``) in seconds."""
-    key = "message.timeout.ms" if "message.timeout.ms" in conf else "delivery.timeout.ms"
-    value = conf.get(key, 300_000)
+def _delivery_timeout_s(kafka: KafkaSettings) -> float:
+    """librdkafka's ``message.timeout.ms`` (alias ``delivery.timeout.ms``) in seconds:
+    set in ``kafka.extra`` or librdkafka's default."""
+    extra = kafka.extra
+    key = "message.timeout.ms" if "message.timeout.ms" in extra else "delivery.timeout.ms"
+    value = extra.get(key, 300_000)
     try:
         return float(value) / 1000
     except (TypeError, ValueError):
@@ -295,10 +297,9 @@ class OutputProducer:
         }
         if transactional_id:
             overrides["transactional.id"] = transactional_id
-        conf = client_config(kafka, **overrides)
-        self._producer = Producer(conf)
+        self._producer = Producer(client_config(kafka, **overrides))
         #: after this long librdkafka stops retrying a record and reports it failed
-        self.delivery_timeout_s = _delivery_timeout_s(conf)
+        self.delivery_timeout_s = _delivery_timeout_s(kafka)
         self._failures: list[str] = []
         #: set by the first failed delivery: every later flush raises too, so no caller
         #: can commit (or write a mark) past records that were lost, even after it
@@ -359,8 +360,7 @@ class OutputProducer:
         deadline = started + (self.delivery_timeout_s + 10.0 if timeout_s is None else timeout_s)
         warned = started
         stop_at: float | None = None
-        left = self._producer.flush(max(min(deadline - started, 1.0), 0.0))
-        while left:
+        while left := self._producer.flush(max(min(deadline - time.monotonic(), 1.0), 0.0)):
             self.raise_failures()  # one already failed: no point in waiting for the rest
             now = time.monotonic()
             if stop_at is None and stopping is not None and stopping():
@@ -382,7 +382,6 @@ class OutputProducer:
                     deadline - now,
                 )
                 warned = now
-            left = self._producer.flush(min(deadline - now, 1.0))
         self.raise_failures()
 
     def raise_failures(self) -> None:
@@ -488,7 +487,7 @@ class InputConsumer:
                 # a flush may wait out a broker restart (the producer's delivery
                 # timeout) without polling: the group must not drop this member meanwhile
                 "max.poll.interval.ms": max(
-                    300_000, int((_delivery_timeout_s(client_config(kafka)) + 120) * 1000)
+                    300_000, int((_delivery_timeout_s(kafka) + 120) * 1000)
                 ),
             },
         )

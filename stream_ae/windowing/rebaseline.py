@@ -148,8 +148,8 @@ class Rebaseliner:
 
     def carry_from(self, other: Rebaseliner) -> None:
         """Keep ``other``'s baselines, warm-ups in progress and pending restarts (a model
-        swap that rebuilds the windows); only its pending maintenance ends when the
-        channels differ."""
+        swap that rebuilds the windows, same channels; with other channels the caller
+        keeps only the pending maintenance ends, :meth:`carry_pending_from`)."""
         self.carry_pending_from(other)
         for key in {*other._state, *other._restart_at}:
             state = other.snapshot(key)

@@ -7,12 +7,14 @@ uninterrupted scorer (own topics, own group). Windows are identified by
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,29 @@ def test_two_scorers_in_one_group_score_every_window_through_a_rebalance(
     assert {e.event_id for e in events_of(settings)} == ref_events
 
 
+@contextlib.contextmanager
+def _own_broker(env: Env, tmp_path: Path) -> Iterator[tuple[Env, local_broker.BrokerConfig]]:
+    """A broker of the test's own (state in ``tmp_path``, free ports), to crash; and
+    ``env`` pointed at it."""
+    cfg = local_broker.BrokerConfig(
+        state_dir=tmp_path / "broker",
+        port=local_broker.free_port(),
+        controller_port=local_broker.free_port(),
+    )
+    local_broker.start(cfg, timeout_s=120)
+    try:
+        yield dataclasses.replace(env, bootstrap=cfg.bootstrap), cfg
+    finally:
+        local_broker.stop(cfg, wipe=True)
+
+
+def _crash(cfg: local_broker.BrokerConfig) -> None:
+    """SIGKILL the broker: no clean shutdown."""
+    info = local_broker.status(cfg)
+    assert info is not None
+    os.kill(info.pid, signal.SIGKILL)
+
+
 @pytest.mark.timeout(600)
 def test_a_broker_crash_and_restart_mid_stream_loses_no_event(env: Env, tmp_path: Path) -> None:
     """The broker (its own, in its own state dir) is SIGKILLed as the scorer process
@@ -195,29 +220,20 @@ def test_a_broker_crash_and_restart_mid_stream_loses_no_event(env: Env, tmp_path
     outputs are in flight at the kill depends on timing (they usually are: the log
     shows the flush waiting); the wait itself is pinned in test_output_producer."""
     ref_windows, ref_events = _reference(env)
-    cfg = local_broker.BrokerConfig(
-        state_dir=tmp_path / "broker",
-        port=local_broker.free_port(),
-        controller_port=local_broker.free_port(),
-    )
-    local_broker.start(cfg, timeout_s=120)
-    try:
-        env = dataclasses.replace(env, bootstrap=cfg.bootstrap)
-        settings = env.settings(
+    with _own_broker(env, tmp_path) as (own, cfg):
+        settings = own.settings(
             topics={"publish_scores": True}, scorer={"batch_size": 50, "commit_interval_s": 0.3}
         )
-        env.create_topics(settings)
+        own.create_topics(settings)
         first, second = _data()
-        env.produce(settings, first)
+        own.produce(settings, first)
         proc = ScorerProcess(settings, tmp_path / "scorer.log")
         wait_until(lambda: len(scores_of(settings)) > 0, 90, "the first scores")
-        info = local_broker.status(cfg)
-        assert info is not None
-        os.kill(info.pid, signal.SIGKILL)  # no clean shutdown; outputs are in flight
+        _crash(cfg)  # usually with outputs in flight (see above)
         time.sleep(OUTAGE_S)
         assert proc.proc.poll() is None, "the scorer gave up:\n" + proc.log_tail()
         local_broker.start(cfg, timeout_s=180)
-        env.produce(settings, second)
+        own.produce(settings, second)
         wait_until(
             lambda: (
                 ref_windows <= set(window_keys(scores_of(settings))) or proc.proc.poll() is not None
@@ -231,31 +247,21 @@ def test_a_broker_crash_and_restart_mid_stream_loses_no_event(env: Env, tmp_path
         assert not ref_events - events, f"{len(ref_events - events)} events lost"
         assert not events - ref_events, f"{len(events - ref_events)} events not in the reference"
         assert set(window_keys(scores_of(settings))) == ref_windows
-    finally:
-        local_broker.stop(cfg, wipe=True)
 
 
 @pytest.mark.timeout(300)
 def test_a_sigterm_while_the_broker_is_away_ends_the_wait(env: Env, tmp_path: Path) -> None:
-    """The broker (its own) is SIGKILLed with outputs in flight and stays down; a
-    SIGTERM then ends the scorer within the stop grace (10 s) plus the close, with
-    an error that says nothing was committed, instead of after the delivery timeout."""
-    cfg = local_broker.BrokerConfig(
-        state_dir=tmp_path / "broker",
-        port=local_broker.free_port(),
-        controller_port=local_broker.free_port(),
-    )
-    local_broker.start(cfg, timeout_s=120)
-    try:
-        env = dataclasses.replace(env, bootstrap=cfg.bootstrap)
-        settings = env.settings(scorer={"batch_size": 50, "commit_interval_s": 0.3})
-        env.create_topics(settings)
-        env.produce(settings, _data()[0])
+    """The broker (its own) is SIGKILLed and stays down (the final commit has marks
+    to flush at least); a SIGTERM then ends the scorer within the stop grace (10 s)
+    plus the close, with an error that says nothing was committed, instead of after
+    the delivery timeout."""
+    with _own_broker(env, tmp_path) as (own, cfg):
+        settings = own.settings(scorer={"batch_size": 50, "commit_interval_s": 0.3})
+        own.create_topics(settings)
+        own.produce(settings, _data()[0])
         proc = ScorerProcess(settings, tmp_path / "scorer.log")
         wait_until(lambda: bool(events_of(settings)), 90, "the first events")
-        info = local_broker.status(cfg)
-        assert info is not None
-        os.kill(info.pid, signal.SIGKILL)
+        _crash(cfg)
         time.sleep(5)
         started = time.monotonic()
         code = proc.terminate(timeout_s=120)
@@ -264,5 +270,3 @@ def test_a_sigterm_while_the_broker_is_away_ends_the_wait(env: Env, tmp_path: Pa
         assert code != 0, log
         assert took < 30, f"{took:.0f} s after SIGTERM:\n{log}"
         assert "offsets were not committed" in log, log
-    finally:
-        local_broker.stop(cfg, wipe=True)

@@ -385,7 +385,9 @@ def test_latents_are_published_for_every_scored_window_when_enabled() -> None:
 # -- re-baselining: maintenance, swaps, partitions given away ------------------------------
 
 
-def make_rebaselined(persistence: bool = False) -> tuple[Pipeline, MaxAbsScorer]:
+def make_rebaselined(
+    persistence: bool = False, *, track_marks: bool = False
+) -> tuple[Pipeline, MaxAbsScorer]:
     from stream_ae.decide.persistence import Persistence
 
     scorer = MaxAbsScorer()
@@ -399,7 +401,8 @@ def make_rebaselined(persistence: bool = False) -> tuple[Pipeline, MaxAbsScorer]
     binding = ModelBinding(
         scorer=scorer, decider=decider, spec=spec, reference_mean=np.array([1.0, 1.0])
     )
-    return Pipeline(binding, max_future_ms=60_000, rebaseline_ms=4 * P), scorer
+    pipe = Pipeline(binding, max_future_ms=60_000, rebaseline_ms=4 * P, track_marks=track_marks)
+    return pipe, scorer
 
 
 def test_maintenance_end_starts_a_new_warmup_and_is_counted() -> None:
@@ -507,6 +510,23 @@ def _faulty_stream() -> list[Msg]:
     return [Msg(wide(a, k, v, v), 0, i, a.encode()) for i, (a, k, v) in enumerate(rows)]
 
 
+def _restarted(first: Pipeline) -> tuple[Pipeline, list[bool]]:
+    """A new process that took back the state ``first`` wrote for its dirty keys at a
+    commit, through its JSON form; and what each ``restore_asset`` returned."""
+    import msgspec
+
+    from stream_ae.pipeline import AssetState
+
+    restarted, _ = make_rebaselined(persistence=True, track_marks=True)
+    taken = [
+        restarted.restore_asset(
+            key, msgspec.json.decode(msgspec.json.encode(first.asset_state(key)), type=AssetState)
+        )
+        for key in sorted(first.dirty_marks)
+    ]
+    return restarted, taken
+
+
 def _decisions(out: Any) -> list[tuple[str, int, float]]:
     return [(e.asset_id, e.window_start_ms, e.score) for e in out.events]
 
@@ -516,28 +536,18 @@ def test_a_restart_decides_every_later_window_as_an_uninterrupted_run(cut: int) 
     """The first process commits after ``cut`` messages; a new one takes the state the
     marks topic holds (as JSON) and replays from the committed offset. With k = n = 2
     and a 4 s warm-up, it must alarm exactly where the uninterrupted run does."""
-    import msgspec
-
-    from stream_ae.pipeline import AssetState
-
     msgs = _faulty_stream()
-    whole, _ = make_rebaselined(persistence=True)
-    whole.track_marks = True
+    whole, _ = make_rebaselined(persistence=True, track_marks=True)
     expected = whole.step(msgs, now_ms=NOW)
     expected_flush = whole.flush(now_ms=NOW)
     assert _decisions(expected), "the fault must alarm in the uninterrupted run"
 
-    first, _ = make_rebaselined(persistence=True)
-    first.track_marks = True
+    first, _ = make_rebaselined(persistence=True, track_marks=True)
     out = first.step(msgs[:cut], now_ms=NOW)
     commit = first.committable(out.consumed)[0]
-    stored = {key: msgspec.json.encode(first.asset_state(key)) for key in sorted(first.dirty_marks)}
-    assert set(stored) == {(0, "p1"), (0, "p2")}
-
-    restarted, _ = make_rebaselined(persistence=True)
-    restarted.track_marks = True
-    for key, raw in stored.items():
-        assert restarted.restore_asset(key, msgspec.json.decode(raw, type=AssetState))
+    assert first.dirty_marks == {(0, "p1"), (0, "p2")}
+    restarted, taken = _restarted(first)
+    assert all(taken)
     again = restarted.step(msgs[commit:], now_ms=NOW)
     again_flush = restarted.flush(now_ms=NOW)
     assert restarted.metrics.warmup_windows == 0  # no asset started a new warm-up
@@ -552,12 +562,10 @@ def test_a_restart_without_the_state_misses_the_alarm() -> None:
     """What the stored state prevents: the restarted process warms p1 up on the fault
     itself, which then looks normal."""
     msgs = _faulty_stream()
-    first, _ = make_rebaselined(persistence=True)
-    first.track_marks = True
+    first, _ = make_rebaselined(persistence=True, track_marks=True)
     out = first.step(msgs[:33], now_ms=NOW)
     commit = first.committable(out.consumed)[0]
-    restarted, _ = make_rebaselined(persistence=True)
-    restarted.track_marks = True
+    restarted, _ = make_rebaselined(persistence=True, track_marks=True)
     restarted.marks = dict(first.marks)
     again = restarted.step(msgs[commit:], now_ms=NOW)
     assert _decisions(out) == [] and _decisions(again) == []
@@ -587,26 +595,16 @@ def test_a_replay_over_a_gap_the_stored_state_has_seen_keeps_the_baseline() -> N
     """p2's lone reading holds the commit at offset 0, so the replay meets p1's hole
     (buckets 6–11) again, though p1's warm-up after it is over and stored. Noting
     the gap again would start that warm-up again and leave windows unscored."""
-    import msgspec
-
-    from stream_ae.pipeline import AssetState
-
     msgs = [Msg(wide("p2", 0, 1.0, 1.0), 0, 0, b"p2")]
     for k in [*range(6), *range(12, 40)]:
         msgs.append(Msg(wide("p1", k, 3.0, 3.0), 0, len(msgs), b"p1"))
-    whole, _ = make_rebaselined(persistence=True)
-    whole.track_marks = True
+    whole, _ = make_rebaselined(persistence=True, track_marks=True)
     expected = whole.step(msgs, now_ms=NOW)
-    first, _ = make_rebaselined(persistence=True)
-    first.track_marks = True
+    first, _ = make_rebaselined(persistence=True, track_marks=True)
     out = first.step(msgs[:25], now_ms=NOW)
     commit = first.committable(out.consumed)[0]
     assert commit == 0
-    restarted, _ = make_rebaselined(persistence=True)
-    restarted.track_marks = True
-    for key in first.dirty_marks:
-        raw = msgspec.json.encode(first.asset_state(key))
-        restarted.restore_asset(key, msgspec.json.decode(raw, type=AssetState))
+    restarted, _ = _restarted(first)
     again = restarted.step(msgs[commit:], now_ms=NOW)
     assert restarted.metrics.warmup_windows == 0
     assert out.windows + again.windows == expected.windows
@@ -615,8 +613,7 @@ def test_a_replay_over_a_gap_the_stored_state_has_seen_keeps_the_baseline() -> N
 def test_a_baseline_is_taken_back_only_for_the_same_channels_in_the_same_order() -> None:
     import msgspec
 
-    first, _ = make_rebaselined()
-    first.track_marks = True
+    first, _ = make_rebaselined(track_marks=True)
     first.step(series("p1", range(12)), now_ms=NOW)
     state = first.asset_state((0, "p1"))
     assert state.baseline is not None and state.channels == CHANNELS
