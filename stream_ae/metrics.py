@@ -24,6 +24,8 @@ class Metrics:
     # also those another scorer owns); maintenance_rebaselines: warm-ups they started
     maintenance_reports: int = 0
     maintenance_rebaselines: int = 0
+    # exactly-once: failed transactions replayed from the last committed one
+    transactions_rewound: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -39,4 +41,5 @@ class Metrics:
             "warmup_windows": self.warmup_windows,
             "maintenance_reports": self.maintenance_reports,
             "maintenance_rebaselines": self.maintenance_rebaselines,
+            "transactions_rewound": self.transactions_rewound,
         }

@@ -11,7 +11,9 @@ Exactly-once (``scorer.exactly_once``): outputs, offsets and the scorer's
 "emitted up to" marks commit in one Kafka transaction. The marks (a compacted
 topic, key ``partition|asset``) let a restarted scorer recognise windows it
 already published while it replays from the pinned offset, so a
-``read_committed`` reader sees each event once.
+``read_committed`` reader sees each event once. A transaction that fails without
+a fatal error (the broker restarts, say) is rewound in process the same way
+(:meth:`ScorerService._rewind`), so the scorer rides the outage out.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import numpy as np
@@ -35,6 +37,7 @@ from stream_ae import schemas
 from stream_ae.decide.drift import DriftMonitor
 from stream_ae.decide.events import Decider
 from stream_ae.decide.persistence import Persistence
+from stream_ae.errors import KafkaIOError
 from stream_ae.io.kafka import (
     Admin,
     ControlWatcher,
@@ -43,6 +46,7 @@ from stream_ae.io.kafka import (
     OutputProducer,
     Rebalance,
     TopicFollower,
+    TransactionFailed,
     publish_control,
     read_range,
 )
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from stream_ae.model.artifact import ArtifactMetadata, LoadedModel
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -225,6 +230,9 @@ class ScorerService:
         # (dead letters below it were already published)
         self._consumed_marks: dict[int, int] = {}
         self._in_txn = False
+        self._txn_id: str | None = None
+        #: exactly-once: a transaction failed (not fatally); the loop rewinds
+        self._txn_failed: KafkaIOError | None = None
         self._watcher: ControlWatcher | None = None
         self._feedback: TopicFollower | None = None
         self._last_announcement: bytes | None = None
@@ -287,12 +295,12 @@ class ScorerService:
         s = self.settings
         self._prepare()
         self._closing = False
-        txn_id = None
+        self._txn_failed = None
         if self._eos:
-            txn_id = f"{s.scorer.transactional_id}-{socket.gethostname()}-{os.getpid()}"
-        self.producer = OutputProducer(s.kafka, transactional_id=txn_id)
-        if self._eos:
-            self.producer.init_transactions()
+            self._txn_id = f"{s.scorer.transactional_id}-{socket.gethostname()}-{os.getpid()}"
+            self.producer = self._new_producer()
+        else:
+            self.producer = OutputProducer(s.kafka)
         self.consumer = InputConsumer(
             s.kafka,
             s.topics.readings,
@@ -314,34 +322,41 @@ class ScorerService:
         batches = 0
         try:
             while not self._stop:
-                msgs = self.consumer.consume(s.scorer.batch_size, s.scorer.poll_timeout_s)
-                now = time.monotonic()
-                if self._watcher is not None:
-                    self._follow_champion()
-                if self._feedback is not None:
-                    self._follow_maintenance()
-                if msgs:
-                    last_msg = now
-                    batches += 1
-                    self._begin()
-                    out = self.pipeline.step(msgs, now_ms=now_ms())
-                    for p, o in out.consumed.items():
-                        self._consumed[p] = max(o, self._consumed.get(p, 0))
-                    self._publish(out)
-                if now - last_sweep >= 1.0:  # silent assets, even while others stream
-                    self._begin()
-                    self._publish(self.pipeline.tick(now_ms=now_ms()))
-                    last_sweep = now
-                if now - last_commit >= s.scorer.commit_interval_s:
-                    self._commit()
-                    last_commit = now
-                if now - last_stats >= s.scorer.stats_interval_s:
-                    self._log_stats()
-                    last_stats = now
-                if max_idle_s is not None and now - last_msg > max_idle_s:
-                    break
-                if max_seconds is not None and now - started > max_seconds:
-                    break
+                try:
+                    msgs = self.consumer.consume(s.scorer.batch_size, s.scorer.poll_timeout_s)
+                    now = time.monotonic()
+                    if self._watcher is not None:
+                        self._follow_champion()
+                    if self._feedback is not None:
+                        self._follow_maintenance()
+                    if msgs:
+                        last_msg = now
+                        batches += 1
+                        self._begin()
+                        out = self.pipeline.step(msgs, now_ms=now_ms())
+                        for p, o in out.consumed.items():
+                            self._consumed[p] = max(o, self._consumed.get(p, 0))
+                        self._publish(out)
+                    if now - last_sweep >= 1.0:  # silent assets, even while others stream
+                        self._begin()
+                        self._publish(self.pipeline.tick(now_ms=now_ms()))
+                        last_sweep = now
+                    if now - last_commit >= s.scorer.commit_interval_s:
+                        self._commit()
+                        last_commit = now
+                    if now - last_stats >= s.scorer.stats_interval_s:
+                        self._log_stats()
+                        last_stats = now
+                    if max_idle_s is not None and now - last_msg > max_idle_s:
+                        break
+                    if max_seconds is not None and now - started > max_seconds:
+                        break
+                except (TransactionFailed, DeliveryFailed) as exc:
+                    if not self._eos:
+                        raise
+                    self._txn_failed = exc
+                if self._txn_failed is not None:
+                    self._rewind(self._txn_failed)
             self._commit()
         finally:
             self._close()
@@ -380,11 +395,15 @@ class ScorerService:
         if offsets is None:
             offsets = self.pipeline.committable(self._consumed)
         if self._eos:
+            if self._txn_failed is not None:  # e.g. partitions lost: it must not commit
+                raise self._txn_failed
             if not self._in_txn:
                 self._begin()
             self._send_marks()
-            self.producer.commit_with_offsets(
-                self.consumer.offsets_for(offsets), self.consumer.group_metadata()
+            self.producer.commit_with_offsets(  # raises TransactionFailed for _rewind
+                self.consumer.offsets_for(offsets),
+                self.consumer.group_metadata(),
+                stopping=self._stopping,
             )
             self.pipeline.dirty_marks.clear()
             self._in_txn = False
@@ -395,6 +414,79 @@ class ScorerService:
             self.producer.flush(stopping=self._stopping)
             self.pipeline.dirty_marks.clear()
         self.consumer.commit(offsets)
+
+    def _new_producer(self, init_timeout_s: float = 30.0) -> OutputProducer:
+        """A transactional producer, initialised: its ``transactional.id`` is this
+        process's, so it fences an earlier producer of this process and aborts the
+        transaction that one left open."""
+        producer = OutputProducer(self.settings.kafka, transactional_id=self._txn_id)
+        producer.init_transactions(init_timeout_s)
+        return producer
+
+    def _rewind(self, failure: KafkaIOError) -> None:
+        """Exactly-once: the open transaction failed, not fatally (the broker was
+        away, a record timed out, a call hung, partitions were lost). Do in process
+        what a restart would: abort the transaction (if the producer cannot, a new
+        one with the same ``transactional.id`` fences it and aborts it), take the
+        assigned partitions' state and marks back from the marks topic as of the
+        last committed transaction, and move the consumer back to that
+        transaction's offsets. Waits while the broker is away; a stop meanwhile
+        ends the run with an error (nothing after the last transaction is
+        committed)."""
+        self._txn_failed = None
+        self.pipeline.metrics.transactions_rewound += 1
+        log.warning("exactly-once: %s", failure)
+        aborted = not self._in_txn
+        if self._in_txn and not self.producer.wedged:
+            try:
+                self.producer.abort(10)
+                aborted = True
+            except KafkaIOError as exc:
+                log.warning("the transaction could not be aborted: %s", exc)
+        self._in_txn = False
+        if not aborted:
+            old = self.producer
+            self.producer = self._until_back(  # short tries: a stop is seen between them
+                "start a new transactional producer", lambda: self._new_producer(10.0)
+            )
+            old.abandon()
+        parts = self.consumer.assignment()
+        self._forget(parts)
+        if parts:
+            offsets = self._until_back(
+                "read the committed offsets", lambda: self.consumer.committed(parts)
+            )
+            self._load_marks(set(parts))
+            self.consumer.seek(offsets)
+            log.info(
+                "replaying partitions from the last committed transaction: %s",
+                ", ".join(f"{p} from {o if o >= 0 else 'the start'}" for p, o in offsets.items()),
+            )
+
+    def _until_back(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, retried while it fails with :class:`KafkaIOError` (the broker is
+        away), warning every 30 s; a stop gives up."""
+        started = warned = time.monotonic()
+        while True:
+            try:
+                return call()
+            except KafkaIOError as exc:
+                now = time.monotonic()
+                if self._stop:
+                    raise KafkaIOError(
+                        f"stopped while waiting to {what}: {exc}",
+                        hint="nothing after the last committed transaction was committed; "
+                        "the next run replays from there",
+                    ) from None
+                if now - warned >= 30.0:
+                    log.warning(
+                        "could not %s for %.0f s, the broker may be away: %s",
+                        what,
+                        now - started,
+                        exc,
+                    )
+                    warned = now
+                time.sleep(1.0)
 
     def _send_marks(self) -> None:
         """Per (partition, asset) its :class:`AssetState` (the start of the last
@@ -511,8 +603,12 @@ class ScorerService:
         if not self._closing:  # closing: run() has committed, or failed and must not
             try:
                 self._commit()
-            except Exception:  # the next owner replays from the last good commit
-                log.exception("commit during revoke failed")
+            except KafkaIOError as exc:  # the next owner replays from the last good commit
+                log.error("commit before giving up partitions %s failed: %s", partitions, exc)
+                if self._eos and isinstance(exc, TransactionFailed):
+                    self._txn_failed = exc  # the partitions kept replay too
+            except Exception:
+                log.exception("commit before giving up partitions %s failed", partitions)
         self._forget(partitions)
 
     def _on_lost(self, partitions: list[int]) -> None:
@@ -524,6 +620,11 @@ class ScorerService:
             "their owner replays from the last commit",
             partitions,
         )
+        if self._eos and self._in_txn:  # it holds outputs of theirs: the owner replays
+            self._txn_failed = TransactionFailed(
+                f"partitions {partitions} were lost while a transaction was open",
+                hint="it is aborted; the partitions kept replay from the last committed one",
+            )
         self._forget(partitions)
 
     def _forget(self, partitions: list[int]) -> None:
@@ -571,12 +672,12 @@ class ScorerService:
 
     def _close(self) -> None:
         try:
-            if self._eos and self._in_txn:
-                self.producer.abort()
-            else:  # after a stop, run() has flushed or given up: no second wait
+            if not self._eos:  # after a stop, run() has flushed or given up: no second wait
                 self.producer.flush(10, stopping=self._stopping, stop_grace_s=0.0)
-        except DeliveryFailed as exc:
-            log.error("flush on shutdown: %s", exc)
+            elif self._in_txn:  # a committed transaction left nothing in flight
+                self.producer.abort(10)
+        except KafkaIOError as exc:  # DeliveryFailed, TransactionFailed
+            log.error("%s on shutdown: %s", "abort" if self._eos else "flush", exc)
         except Exception:
             log.exception("flush on shutdown failed")
         self._closing = True

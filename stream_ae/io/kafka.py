@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -279,6 +280,23 @@ class DeliveryFailed(KafkaIOError):
     """A produced record was not acknowledged; offsets must not be committed past it."""
 
 
+class TransactionFailed(KafkaIOError):
+    """The open transaction cannot commit, but nothing is fatal: the broker was away,
+    a record timed out, or a call hung. What it held is aborted (a new producer with
+    the same ``transactional.id`` fences this one), and the scorer replays from the
+    last committed transaction (``ScorerService._rewind``)."""
+
+
+#: a transactional producer's records that an abort took back (not lost: replayed)
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+
+#: how much longer than its own timeout a transactional call may block before it is
+#: given up on: librdkafka's send_offsets_to_transaction ignores its timeout while the
+#: group coordinator is away (confluentinc/librdkafka#5456), seen to hang for good
+#: after a broker restart
+_TXN_GRACE_S = 5.0
+
+
 class OutputProducer:
     """Producer that remembers delivery failures, so a commit can refuse to go ahead."""
 
@@ -308,12 +326,14 @@ class OutputProducer:
         self.transactional = transactional_id is not None
         self.delivered = 0
         self.warn_every_s = 30.0  # while a flush waits
+        #: a transactional call hung past its timeout (see :meth:`_bounded`)
+        self.wedged = False
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failures.append(f"{msg.topic()}: {err.str()}")
-        else:
+        if err is None:
             self.delivered += 1
+        elif not (self.transactional and err.code() in _PURGED):
+            self._failures.append(f"{msg.topic()}: {err.str()}")
 
     def send(
         self,
@@ -336,6 +356,8 @@ class OutputProducer:
             except BufferError:
                 # local queue full: serve delivery callbacks and try again
                 self._producer.poll(0.1)
+            except KafkaException as exc:  # e.g. the transaction already failed
+                self._txn_error(exc.args[0], f"produce to {topic}")
 
     def poll(self) -> None:
         self._producer.poll(0)
@@ -397,6 +419,59 @@ class OutputProducer:
             )
 
     # transactions (exactly-once mode)
+    def _txn_error(self, err: KafkaError, what: str) -> None:
+        """Raise for ``err``: :class:`TransactionFailed` when a transactional producer
+        can go on after an abort, :class:`KafkaIOError` when it is fatal (fenced by a
+        newer instance, misconfigured) or the producer is not transactional."""
+        if self.transactional and not err.fatal():
+            raise TransactionFailed(
+                f"{what}: {err.str()}",
+                hint="the transaction is aborted and the scorer replays from the last "
+                "committed one",
+            )
+        check(err, what)
+
+    def _bounded(
+        self,
+        what: str,
+        call: Callable[[], None],
+        timeout_s: float,
+        stopping: Callable[[], bool] | None = None,
+    ) -> None:
+        """``call()`` in a thread, given up on ``_TXN_GRACE_S`` after ``timeout_s``
+        (see :data:`_TXN_GRACE_S`), or that long after ``stopping()`` turns true. A
+        call given up on keeps running; the producer is then ``wedged`` and must be
+        replaced (a new one with the same ``transactional.id`` fences it)."""
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, name=f"stream-ae {what}", daemon=True)
+        started = time.monotonic()
+        deadline = started + timeout_s + _TXN_GRACE_S
+        worker.start()
+        while worker.is_alive() and (now := time.monotonic()) < deadline:
+            worker.join(min(deadline - now, 0.5))
+            if stopping is not None and stopping():
+                deadline = min(deadline, now + _TXN_GRACE_S)
+                stopping = None
+        if worker.is_alive():
+            self.wedged = True
+            raise TransactionFailed(
+                f"{what} did not return within {time.monotonic() - started:.0f} s",
+                hint="the broker or its group coordinator was away; the transaction is "
+                "abandoned and the scorer replays from the last committed one",
+            )
+        if outcome:
+            exc = outcome.pop()
+            if isinstance(exc, KafkaException):
+                self._txn_error(exc.args[0], what)
+            raise exc
+
     def init_transactions(self, timeout_s: float = 30.0) -> None:
         try:
             self._producer.init_transactions(timeout_s)
@@ -404,24 +479,52 @@ class OutputProducer:
             check(exc.args[0], "init transactions")
 
     def begin(self) -> None:
-        self._producer.begin_transaction()
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            self._txn_error(exc.args[0], "begin transaction")
 
     def commit_with_offsets(
-        self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float = 60.0
+        self,
+        offsets: list[TopicPartition],
+        group_metadata: Any,
+        timeout_s: float = 30.0,
+        *,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
-        try:
-            if offsets:
-                self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
-            self._producer.commit_transaction(timeout_s)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                self._producer.abort_transaction(timeout_s)
-            check(err, "commit transaction")
+        """Add ``offsets`` to the open transaction and commit it. Raises
+        :class:`TransactionFailed` when it did not commit and the producer can be
+        replaced (the caller rewinds); the transaction is left for the replacement
+        to abort. Once ``stopping()`` is true a hung call is given up on sooner."""
+        p = self._producer
+        if offsets:
+            self._bounded(
+                "send offsets to transaction",
+                lambda: p.send_offsets_to_transaction(offsets, group_metadata, timeout_s),
+                timeout_s,
+                stopping,
+            )
+        self._bounded(
+            "commit transaction", lambda: p.commit_transaction(timeout_s), timeout_s, stopping
+        )
         self.raise_failures()
 
     def abort(self, timeout_s: float = 30.0) -> None:
-        self._producer.abort_transaction(timeout_s)
+        """Abort the open transaction. Its records' failures are forgotten: the
+        scorer replays them (in exactly-once mode a failed record fails its
+        transaction and nothing else)."""
+        p = self._producer
+        self._bounded("abort transaction", lambda: p.abort_transaction(timeout_s), timeout_s)
+        p.poll(0)  # the aborted records' reports
+        self._failures.clear()
+        self.broken = None
+
+    def abandon(self) -> None:
+        """Drop what is queued: its transaction was aborted by a replacement. A wedged
+        producer is left to its hung call (purging under it is not safe)."""
+        if not self.wedged:
+            self._producer.purge()
+            self._producer.poll(0)
 
 
 # -- consumer ----------------------------------------------------------------------------
@@ -470,6 +573,7 @@ class InputConsumer:
         from_beginning: bool = True,
     ) -> None:
         self.topic = topic
+        self._reset = OFFSET_BEGINNING if from_beginning else OFFSET_END
         conf = client_config(
             kafka,
             **{
@@ -554,8 +658,24 @@ class InputConsumer:
             check(err, "commit offsets", topic=self.topic)
         return True
 
+    def committed(self, partitions: Sequence[int], timeout_s: float = 10.0) -> dict[int, int]:
+        """The group's committed offset per partition; where the consumer starts
+        (its ``auto.offset.reset``) for one without. Raises :class:`KafkaIOError`
+        when the group coordinator cannot answer."""
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        try:
+            got = self._consumer.committed(tps, timeout=timeout_s)
+        except KafkaException as exc:
+            check(exc.args[0], "read committed offsets", topic=self.topic)
+        out = {}
+        for tp in got:
+            check(tp.error, "read committed offsets", topic=self.topic, partition=tp.partition)
+            out[tp.partition] = tp.offset if tp.offset >= 0 else self._reset
+        return out
+
     def seek(self, offsets: dict[int, int]) -> None:
-        """Rewind assigned partitions (replay after a model change that rebuilds windows)."""
+        """Rewind assigned partitions (replay after a model change that rebuilds
+        windows, or after a failed transaction)."""
         for p, o in offsets.items():
             self._consumer.seek(TopicPartition(self.topic, p, o))
 

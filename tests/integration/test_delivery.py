@@ -43,7 +43,8 @@ FAULTS = [
     FaultSpec("pump-005", "cavitation", STREAM_START + 500 * PERIOD_MS, ramp_s=60, severity=2),
 ]
 STEPS = 900
-#: the broker's outage in the crash test: longer than the 60 s a flush once waited
+#: the broker's outage in the crash test: longer than the 60 s a flush once waited,
+#: and than a transaction may stay open (librdkafka's transaction.timeout.ms)
 OUTAGE_S = 70
 
 
@@ -212,55 +213,76 @@ def _crash(cfg: local_broker.BrokerConfig) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_a_broker_crash_and_restart_mid_stream_loses_no_event(env: Env, tmp_path: Path) -> None:
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_a_broker_crash_and_restart_mid_stream_loses_no_event(
+    env: Env, tmp_path: Path, exactly_once: bool
+) -> None:
     """The broker (its own, in its own state dir) is SIGKILLed as the scorer process
     publishes its first scores, and started again on the same data and ports after
-    OUTAGE_S, longer than a flush used to wait. The scorer rides it out: every
-    window and event of the uninterrupted run arrives, and no other event. Whether
-    outputs are in flight at the kill depends on timing (they usually are: the log
-    shows the flush waiting); the wait itself is pinned in test_output_producer."""
+    OUTAGE_S, longer than a flush used to wait and than a transaction's timeout. The
+    scorer rides it out: every window and event of the uninterrupted run arrives,
+    and no other event; in exactly-once mode a ``read_committed`` reader sees each
+    once. Whether outputs are in flight at the kill depends on timing (they usually
+    are: the log shows the flush waiting, or the transaction rewound); the wait
+    itself is pinned in test_output_producer."""
     ref_windows, ref_events = _reference(env)
     with _own_broker(env, tmp_path) as (own, cfg):
         settings = own.settings(
-            topics={"publish_scores": True}, scorer={"batch_size": 50, "commit_interval_s": 0.3}
+            topics={"publish_scores": True},
+            scorer={"batch_size": 50, "commit_interval_s": 0.3, "exactly_once": exactly_once},
         )
         own.create_topics(settings)
         first, second = _data()
         own.produce(settings, first)
         proc = ScorerProcess(settings, tmp_path / "scorer.log")
-        wait_until(lambda: len(scores_of(settings)) > 0, 90, "the first scores")
+
+        def windows() -> list[tuple[str, int]]:
+            return window_keys(scores_of(settings, read_committed=exactly_once))
+
+        wait_until(lambda: len(windows()) > 0, 90, "the first scores")
         _crash(cfg)  # usually with outputs in flight (see above)
         time.sleep(OUTAGE_S)
         assert proc.proc.poll() is None, "the scorer gave up:\n" + proc.log_tail()
         local_broker.start(cfg, timeout_s=180)
         own.produce(settings, second)
         wait_until(
-            lambda: (
-                ref_windows <= set(window_keys(scores_of(settings))) or proc.proc.poll() is not None
-            ),
+            lambda: ref_windows <= set(windows()) or proc.proc.poll() is not None,
             240,
             "every window",
         )
         assert proc.proc.poll() is None, "the scorer exited:\n" + proc.log_tail()
         assert proc.terminate() == 0, proc.log_tail()
-        events = {e.event_id for e in events_of(settings)}
-        assert not ref_events - events, f"{len(ref_events - events)} events lost"
-        assert not events - ref_events, f"{len(events - ref_events)} events not in the reference"
-        assert set(window_keys(scores_of(settings))) == ref_windows
+        events = [e.event_id for e in events_of(settings, read_committed=exactly_once)]
+        assert not ref_events - set(events), f"{len(ref_events - set(events))} events lost"
+        assert not set(events) - ref_events, (
+            f"{len(set(events) - ref_events)} events not in the reference"
+        )
+        assert set(windows()) == ref_windows
+        if exactly_once:
+            dupes = [k for k, n in Counter(windows()).items() if n > 1]
+            assert not dupes, f"{len(dupes)} windows published twice, e.g. {dupes[:3]}"
+            assert len(events) == len(set(events)), "an event published twice"
 
 
 @pytest.mark.timeout(300)
-def test_a_sigterm_while_the_broker_is_away_ends_the_wait(env: Env, tmp_path: Path) -> None:
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_a_sigterm_while_the_broker_is_away_ends_the_wait(
+    env: Env, tmp_path: Path, exactly_once: bool
+) -> None:
     """The broker (its own) is SIGKILLed and stays down (the final commit has marks
-    to flush at least); a SIGTERM then ends the scorer within the stop grace (10 s)
-    plus the close, with an error that says nothing was committed, instead of after
-    the delivery timeout."""
+    to flush at least); a SIGTERM then ends the scorer within the stop grace plus
+    the close, with an error that says nothing was committed, instead of after the
+    delivery timeout or, in exactly-once mode, a transactional call that hangs."""
     with _own_broker(env, tmp_path) as (own, cfg):
-        settings = own.settings(scorer={"batch_size": 50, "commit_interval_s": 0.3})
+        settings = own.settings(
+            scorer={"batch_size": 50, "commit_interval_s": 0.3, "exactly_once": exactly_once}
+        )
         own.create_topics(settings)
         own.produce(settings, _data()[0])
         proc = ScorerProcess(settings, tmp_path / "scorer.log")
-        wait_until(lambda: bool(events_of(settings)), 90, "the first events")
+        wait_until(
+            lambda: bool(events_of(settings, read_committed=exactly_once)), 90, "the first events"
+        )
         _crash(cfg)
         time.sleep(5)
         started = time.monotonic()
@@ -269,4 +291,9 @@ def test_a_sigterm_while_the_broker_is_away_ends_the_wait(env: Env, tmp_path: Pa
         log = proc.log_tail()
         assert code != 0, log
         assert took < 30, f"{took:.0f} s after SIGTERM:\n{log}"
-        assert "offsets were not committed" in log, log
+        said = (
+            "nothing after the last committed transaction was committed"
+            if exactly_once
+            else "offsets were not committed"
+        )
+        assert said in " ".join(log.split()), log  # the log wraps its lines

@@ -1,16 +1,20 @@
 """OutputProducer: a failed delivery makes every later flush fail; a flush waits for
-librdkafka to settle every record (no broker needed)."""
+librdkafka to settle every record; transactional calls that fail or hang raise
+what the scorer rewinds on (no broker needed)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from types import SimpleNamespace
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, TopicPartition
 
-from stream_ae.io.kafka import DeliveryFailed, OutputProducer
+from stream_ae.errors import KafkaIOError
+from stream_ae.io import kafka as kafka_mod
+from stream_ae.io.kafka import DeliveryFailed, OutputProducer, TransactionFailed
 from stream_ae.io.local_broker import free_port
 from stream_ae.settings import KafkaSettings
 
@@ -76,3 +80,94 @@ def test_a_stop_ends_the_wait_after_the_grace() -> None:
     ):
         producer.flush(stopping=lambda: True, stop_grace_s=0.5)
     assert time.monotonic() - started < 5
+
+
+class _HangingProducer:
+    """Stands in for librdkafka's producer where send_offsets_to_transaction ignores
+    its timeout (confluentinc/librdkafka#5456)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.purged = False
+
+    def send_offsets_to_transaction(self, *_args: object) -> None:
+        self.release.wait(30)
+
+    def commit_transaction(self, _timeout: float) -> None:
+        raise AssertionError("not reached")
+
+    def purge(self) -> None:
+        self.purged = True
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+
+def test_a_transactional_call_that_hangs_is_given_up_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka_mod, "_TXN_GRACE_S", 0.2)
+    producer = OutputProducer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), transactional_id="t")
+    hanging = _HangingProducer()
+    producer._producer = hanging  # type: ignore[assignment]
+    started = time.monotonic()
+    with pytest.raises(TransactionFailed, match="did not return within 1 s"):
+        producer.commit_with_offsets([TopicPartition("r", 0, 5)], object(), timeout_s=0.5)
+    assert time.monotonic() - started < 5
+    assert producer.wedged
+    producer.abandon()  # not under a call still running
+    assert not hanging.purged
+    hanging.release.set()
+
+
+def test_transaction_errors_are_rewound_unless_fatal() -> None:
+    """A transactional producer's non-fatal error (here: a transaction begun before
+    init, which librdkafka refuses at once) is a TransactionFailed the scorer rewinds;
+    a fatal one (fenced) and any error of a plain producer stop it."""
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    txn = OutputProducer(kafka, transactional_id="t")
+    with pytest.raises(TransactionFailed, match="begin transaction") as info:
+        txn.begin()
+    assert "replays from the last committed one" in (info.value.hint or "")
+    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    with pytest.raises(KafkaIOError, match="fenced") as fatal:
+        txn._txn_error(fenced, "commit transaction")
+    assert not isinstance(fatal.value, TransactionFailed)
+    with pytest.raises(KafkaIOError) as plain:
+        OutputProducer(kafka)._txn_error(KafkaError(KafkaError._STATE), "produce")
+    assert not isinstance(plain.value, TransactionFailed)
+
+
+def test_a_stop_gives_up_on_a_hung_transactional_call_sooner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka_mod, "_TXN_GRACE_S", 0.3)
+    producer = OutputProducer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), transactional_id="t")
+    hanging = _HangingProducer()
+    producer._producer = hanging  # type: ignore[assignment]
+    started = time.monotonic()
+    with pytest.raises(TransactionFailed, match="did not return"):
+        producer.commit_with_offsets(
+            [TopicPartition("r", 0, 5)], object(), timeout_s=30, stopping=lambda: True
+        )
+    assert time.monotonic() - started < 5
+    hanging.release.set()
+
+
+def test_an_abort_forgets_its_records_failures() -> None:
+    """In exactly-once mode a record that fails fails its transaction; once that is
+    aborted (and replayed), the next transaction must not fail for it, nor for the
+    records the abort purged."""
+    producer = OutputProducer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), transactional_id="t")
+    record = SimpleNamespace(topic=lambda: "maintenance.anomalies")
+    producer._on_delivery(KafkaError(KafkaError._PURGE_QUEUE), record)  # type: ignore[arg-type]
+    producer.raise_failures()  # purged by an abort: not a loss
+    producer._on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), record)  # type: ignore[arg-type]
+    with pytest.raises(DeliveryFailed):
+        producer.raise_failures()
+    producer._producer = SimpleNamespace(  # type: ignore[assignment]
+        abort_transaction=lambda _timeout: None, poll=lambda _timeout: 0
+    )
+    producer.abort(1)
+    producer.raise_failures()
+    assert producer.broken is None

@@ -1,5 +1,6 @@
 """The scorer takes back its marks and decision state when given partitions
-(``ScorerService._load_marks``), from records as the marks topic holds them."""
+(``ScorerService._load_marks``), from records as the marks topic holds them, and
+when exactly-once mode rewinds a failed transaction (``ScorerService._rewind``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from stream_ae import service as service_mod
 from stream_ae.decide.events import Decider
 from stream_ae.decide.persistence import Persistence
+from stream_ae.io.kafka import TransactionFailed
 from stream_ae.pipeline import AssetState, ModelBinding
 from stream_ae.service import ScorerService
 from stream_ae.settings import load_settings
@@ -38,8 +40,12 @@ def _state(mark: int, **fields: object) -> bytes:
     return msgspec.json.encode(AssetState(mark, **fields))  # type: ignore[arg-type]
 
 
-def _service(monkeypatch: pytest.MonkeyPatch, records: list[Record]) -> ScorerService:
-    settings = load_settings(flags={"model": {"rebaseline_s": 4.0}})
+def _service(
+    monkeypatch: pytest.MonkeyPatch, records: list[Record], *, exactly_once: bool = False
+) -> ScorerService:
+    settings = load_settings(
+        flags={"model": {"rebaseline_s": 4.0}, "scorer": {"exactly_once": exactly_once}}
+    )
     decider = Decider(
         threshold=5.0, model_version="v1", channels=CHANNELS, persistence=Persistence(k=2, n=3)
     )
@@ -82,3 +88,80 @@ def test_the_latest_record_per_asset_is_taken_back_for_assigned_partitions(
     (warning,) = caplog.records
     assert "1 assets' stored baselines are for other channels" in warning.getMessage()
     assert "p2" in warning.getMessage()
+
+
+class _Producer:
+    def __init__(self, abort_fails: bool = False) -> None:
+        self.wedged = False
+        self.abort_fails = abort_fails
+        self.aborted = self.abandoned = False
+
+    def abort(self, _timeout_s: float) -> None:
+        if self.abort_fails:
+            raise TransactionFailed("abort transaction: Local: Timed out")
+        self.aborted = True
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.seeks: list[dict[int, int]] = []
+
+    def assignment(self) -> list[int]:
+        return [0]
+
+    def committed(self, partitions: list[int]) -> dict[int, int]:
+        assert partitions == [0]
+        return {0: 40}
+
+    def seek(self, offsets: dict[int, int]) -> None:
+        self.seeks.append(offsets)
+
+
+@pytest.mark.parametrize("abort_fails", [False, True], ids=["aborted", "fenced"])
+def test_a_failed_transaction_rewinds_to_the_last_committed_one(
+    monkeypatch: pytest.MonkeyPatch, abort_fails: bool
+) -> None:
+    """What the open transaction changed is dropped; the state, marks and offsets
+    are those of the last committed transaction (the marks topic as a
+    read_committed reader sees it). A producer that cannot abort is replaced by a
+    new one, which fences it."""
+    committed = [Record(b"0|p1", _state(9, recent=[False, True])), Record(b"0|", _state(40))]
+    service = _service(monkeypatch, committed, exactly_once=True)
+    old, new = _Producer(abort_fails), _Producer()
+    consumer = _Consumer()
+    service.producer, service.consumer = old, consumer  # type: ignore[assignment]
+    monkeypatch.setattr(service, "_new_producer", lambda _timeout_s: new)
+    pipe = service.pipeline
+    # the failed transaction had moved p1 on and seen p2
+    pipe.marks = {(0, "p1"): 13, (0, "p2"): 11}
+    service._consumed = {0: 55}
+    service._in_txn = True
+
+    service._rewind(TransactionFailed("commit transaction: Local: Broker transport failure"))
+
+    assert pipe.marks == {(0, "p1"): 9}
+    rule = pipe.model.decider.persistence
+    assert rule is not None and rule.history((0, "p1")) == [False, True]
+    assert service._consumed == {} and service._consumed_marks == {0: 40}
+    assert consumer.seeks == [{0: 40}]
+    assert not service._in_txn and service._txn_failed is None
+    assert pipe.metrics.transactions_rewound == 1
+    assert service.producer is (new if abort_fails else old)
+    assert old.abandoned == abort_fails and old.aborted != abort_fails
+
+
+def test_partitions_lost_during_a_transaction_abort_it_before_any_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The open transaction holds outputs of the lost partitions, whose next owner
+    replays them: committing it would publish them twice."""
+    service = _service(monkeypatch, [], exactly_once=True)
+    service._on_lost([1])  # no transaction open: nothing to abort
+    assert service._txn_failed is None
+    service._in_txn = True
+    service._on_lost([2])
+    with pytest.raises(TransactionFailed, match=r"partitions \[2\] were lost"):
+        service._commit({0: 5})
