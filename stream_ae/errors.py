@@ -42,6 +42,7 @@ class KafkaIOError(StreamAEError):
         partition: int | None = None,
         offset: int | None = None,
         hint: str = "",
+        permanent: bool = False,
     ) -> None:
         where = ", ".join(
             f"{k}={v}"
@@ -52,6 +53,9 @@ class KafkaIOError(StreamAEError):
         self.topic = topic
         self.partition = partition
         self.offset = offset
+        #: retrying cannot help (fatal, not authorised, a record too large); other
+        #: errors may pass when the broker is back
+        self.permanent = permanent
 
 
 class ArtifactError(StreamAEError):

@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: transactions in a row that may fail and be replayed before the scorer stops: the
+#: broker coming back takes one or two; more means replaying does not help
+MAX_REWINDS = 5
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -233,6 +237,7 @@ class ScorerService:
         self._txn_id: str | None = None
         #: exactly-once: a transaction failed (not fatally); the loop rewinds
         self._txn_failed: KafkaIOError | None = None
+        self._rewinds = 0  # in a row, without a transaction committed between
         self._watcher: ControlWatcher | None = None
         self._feedback: TopicFollower | None = None
         self._last_announcement: bytes | None = None
@@ -357,7 +362,11 @@ class ScorerService:
                     self._txn_failed = exc
                 if self._txn_failed is not None:
                     self._rewind(self._txn_failed)
+            if self._txn_failed is not None:  # set in the last turn, e.g. by a callback
+                self._rewind(self._txn_failed)
             self._commit()
+        except TransactionFailed as exc:  # the final commit, after a stop
+            raise self._stopped(exc) from None
         finally:
             self._close()
             # The process may outlive this run (tests, a program that embeds the scorer):
@@ -407,6 +416,7 @@ class ScorerService:
             )
             self.pipeline.dirty_marks.clear()
             self._in_txn = False
+            self._rewinds = 0
             return
         self.producer.flush(stopping=self._stopping)  # all acknowledged (or raise) ...
         if self._marks:  # ... before a mark may say its window was published
@@ -434,12 +444,22 @@ class ScorerService:
         ends the run with an error (nothing after the last transaction is
         committed)."""
         self._txn_failed = None
+        if self._stop:
+            raise self._stopped(failure)
+        self._rewinds += 1
+        if self._rewinds > MAX_REWINDS:
+            raise KafkaIOError(
+                f"{MAX_REWINDS} transactions in a row failed and were replayed, the last: "
+                f"{failure}",
+                hint="replaying does not help: see the errors above; the next run replays "
+                "from the last committed transaction",
+            )
         self.pipeline.metrics.transactions_rewound += 1
         log.warning("exactly-once: %s", failure)
         aborted = not self._in_txn
         if self._in_txn and not self.producer.wedged:
             try:
-                self.producer.abort(10)
+                self.producer.abort(10, stopping=self._stopping)
                 aborted = True
             except KafkaIOError as exc:
                 log.warning("the transaction could not be aborted: %s", exc)
@@ -456,28 +476,34 @@ class ScorerService:
             offsets = self._until_back(
                 "read the committed offsets", lambda: self.consumer.committed(parts)
             )
-            self._load_marks(set(parts))
-            self.consumer.seek(offsets)
+            self._until_back("read the marks back", lambda: self._load_marks(set(parts)))
+            self._until_back("seek to the committed offsets", lambda: self.consumer.seek(offsets))
             log.info(
                 "replaying partitions from the last committed transaction: %s",
                 ", ".join(f"{p} from {o if o >= 0 else 'the start'}" for p, o in offsets.items()),
             )
 
+    @staticmethod
+    def _stopped(exc: Exception, what: str = "") -> KafkaIOError:
+        return KafkaIOError(
+            f"stopped {what}after a failed transaction: {exc}",
+            hint="nothing after the last committed transaction was committed; the next "
+            "run replays from there",
+        )
+
     def _until_back(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, retried while it fails with :class:`KafkaIOError` (the broker is
-        away), warning every 30 s; a stop gives up."""
+        """``call()``, retried while it fails with a :class:`KafkaIOError` that is not
+        ``permanent`` (the broker is away), warning every 30 s; a stop gives up."""
         started = warned = time.monotonic()
         while True:
             try:
                 return call()
             except KafkaIOError as exc:
+                if exc.permanent:
+                    raise
                 now = time.monotonic()
                 if self._stop:
-                    raise KafkaIOError(
-                        f"stopped while waiting to {what}: {exc}",
-                        hint="nothing after the last committed transaction was committed; "
-                        "the next run replays from there",
-                    ) from None
+                    raise self._stopped(exc, f"while waiting to {what} ") from None
                 if now - warned >= 30.0:
                     log.warning(
                         "could not %s for %.0f s, the broker may be away: %s",
@@ -638,7 +664,8 @@ class ScorerService:
         latest record per key; the topic is compacted, not necessarily yet)."""
         mt = marks_topic(self.settings)
         latest: dict[tuple[int, str], bytes] = {}
-        for batch in read_range(self.settings.kafka, mt, read_committed=True, idle_timeout_s=2):
+        # all of it or an error: a part would republish windows or drop decision state
+        for batch in read_range(self.settings.kafka, mt, read_committed=True, strict=True):
             for m in batch:
                 p_text, _, asset = (m.key() or b"").decode().partition("|")
                 if (p := int(p_text)) in partitions:
@@ -674,8 +701,8 @@ class ScorerService:
         try:
             if not self._eos:  # after a stop, run() has flushed or given up: no second wait
                 self.producer.flush(10, stopping=self._stopping, stop_grace_s=0.0)
-            elif self._in_txn:  # a committed transaction left nothing in flight
-                self.producer.abort(10)
+            elif self._in_txn and not self.producer.wedged:  # a committed one left nothing
+                self.producer.abort(10, stopping=self._stopping)
         except KafkaIOError as exc:  # DeliveryFailed, TransactionFailed
             log.error("%s on shutdown: %s", "abort" if self._eos else "flush", exc)
         except Exception:

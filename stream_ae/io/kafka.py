@@ -123,6 +123,19 @@ def redacted(conf: dict[str, Any]) -> dict[str, Any]:
     return {k: ("***" if k in _SECRET_KEYS or "password" in k else v) for k, v in conf.items()}
 
 
+#: errors that waiting for the broker does not cure
+_PERMANENT = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._AUTHENTICATION,
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError._INVALID_ARG,
+}
+
+
 def check(
     err: KafkaError | None,
     what: str,
@@ -140,7 +153,12 @@ def check(
     elif err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
         hint = "create the topics first: `stream-ae topics create`"
     raise KafkaIOError(
-        f"{what}: {err.str()}", topic=topic, partition=partition, offset=offset, hint=hint
+        f"{what}: {err.str()}",
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        hint=hint,
+        permanent=err.fatal() or err.code() in _PERMANENT,
     )
 
 
@@ -356,8 +374,11 @@ class OutputProducer:
             except BufferError:
                 # local queue full: serve delivery callbacks and try again
                 self._producer.poll(0.1)
-            except KafkaException as exc:  # e.g. the transaction already failed
-                self._txn_error(exc.args[0], f"produce to {topic}")
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() == KafkaError._STATE:  # the transaction already failed
+                    self._txn_error(err, f"produce to {topic}")
+                check(err, f"produce to {topic}", topic=topic)  # e.g. a record too large
 
     def poll(self) -> None:
         self._producer.poll(0)
@@ -509,12 +530,14 @@ class OutputProducer:
         )
         self.raise_failures()
 
-    def abort(self, timeout_s: float = 30.0) -> None:
+    def abort(self, timeout_s: float = 30.0, *, stopping: Callable[[], bool] | None = None) -> None:
         """Abort the open transaction. Its records' failures are forgotten: the
         scorer replays them (in exactly-once mode a failed record fails its
         transaction and nothing else)."""
         p = self._producer
-        self._bounded("abort transaction", lambda: p.abort_transaction(timeout_s), timeout_s)
+        self._bounded(
+            "abort transaction", lambda: p.abort_transaction(timeout_s), timeout_s, stopping
+        )
         p.poll(0)  # the aborted records' reports
         self._failures.clear()
         self.broken = None
@@ -677,7 +700,10 @@ class InputConsumer:
         """Rewind assigned partitions (replay after a model change that rebuilds
         windows, or after a failed transaction)."""
         for p, o in offsets.items():
-            self._consumer.seek(TopicPartition(self.topic, p, o))
+            try:
+                self._consumer.seek(TopicPartition(self.topic, p, o))
+            except KafkaException as exc:  # e.g. a partition not fetching yet
+                check(exc.args[0], "seek", topic=self.topic, partition=p, offset=o)
 
     def offsets_for(self, offsets: dict[int, int]) -> list[TopicPartition]:
         return [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
@@ -806,10 +832,14 @@ def read_range(
     batch: int = 10_000,
     idle_timeout_s: float = 5.0,
     read_committed: bool = False,
+    strict: bool = False,
 ) -> Iterator[list[Message]]:
     """Yield batches of messages of ``topic`` from ``start_ms`` (record timestamp;
     None = beginning) up to the end offsets as they stand when the read starts
-    (``end_ms`` filters by record timestamp). Uses manual assignment, no group."""
+    (``end_ms`` filters by record timestamp; with ``read_committed`` the end is the
+    last stable offset). Uses manual assignment, no group. A read that gets nothing
+    for ``idle_timeout_s`` ends there, or, ``strict``, raises
+    :class:`KafkaIOError`."""
     conf = client_config(
         kafka,
         **{
@@ -819,52 +849,78 @@ def read_range(
         },
     )
     consumer = Consumer(conf)
-    try:
-        md = consumer.list_topics(topic, timeout=10)
-        tmeta = md.topics.get(topic)
-        if tmeta is None or tmeta.error is not None:
-            raise KafkaIOError(
-                "topic does not exist", topic=topic, hint="check the topic name or create it"
-            )
-        parts = sorted(tmeta.partitions)
-        ends: dict[int, int] = {}
-        for p in parts:
-            _lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p] = hi
-        if start_ms is None:
-            starts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts]
-        else:
-            starts = consumer.offsets_for_times(
-                [TopicPartition(topic, p, start_ms) for p in parts], timeout=10
-            )
-        todo = {tp.partition for tp in starts if tp.offset >= 0 and ends[tp.partition] > 0}
-        todo |= {p for p in parts if ends[p] > 0 and start_ms is None}
-        consumer.assign(starts)
-        last_progress = time.monotonic()
-        while todo:
-            msgs = consumer.consume(num_messages=batch, timeout=0.5)
-            out = []
-            for m in msgs:
-                if m.error():
-                    check(m.error(), "read", topic=topic, partition=m.partition())
-                    continue
-                p, off = m.partition() or 0, m.offset() or 0
-                if off >= ends[p]:
-                    todo.discard(p)
-                    continue
-                if off == ends[p] - 1:
-                    todo.discard(p)
-                if end_ms is not None and m.timestamp()[1] >= end_ms:
-                    todo.discard(p)
-                    continue
-                out.append(m)
-            if out:
-                last_progress = time.monotonic()
-                yield out
-            elif time.monotonic() - last_progress > idle_timeout_s:
-                break
+    try:  # the body is _read, so that librdkafka's errors get their message here
+        yield from _read(consumer, topic, start_ms, end_ms, batch, idle_timeout_s, strict)
+    except KafkaException as exc:  # the broker went away meanwhile
+        check(exc.args[0], "read", topic=topic)
     finally:
         consumer.close()
+
+
+def _read(
+    consumer: Consumer,
+    topic: str,
+    start_ms: int | None,
+    end_ms: int | None,
+    batch: int,
+    idle_timeout_s: float,
+    strict: bool,
+) -> Iterator[list[Message]]:
+    md = consumer.list_topics(topic, timeout=10)
+    tmeta = md.topics.get(topic)
+    if tmeta is None or tmeta.error is not None:
+        raise KafkaIOError(
+            "topic does not exist", topic=topic, hint="check the topic name or create it"
+        )
+    parts = sorted(tmeta.partitions)
+    ends: dict[int, int] = {}
+    for p in parts:
+        _lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        ends[p] = hi
+    if start_ms is None:
+        starts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts]
+    else:
+        starts = consumer.offsets_for_times(
+            [TopicPartition(topic, p, start_ms) for p in parts], timeout=10
+        )
+    todo = {tp.partition for tp in starts if tp.offset >= 0 and ends[tp.partition] > 0}
+    todo |= {p for p in parts if ends[p] > 0 and start_ms is None}
+    consumer.assign(starts)
+    last_progress = time.monotonic()
+    while todo:
+        msgs = consumer.consume(num_messages=batch, timeout=0.5)
+        out = []
+        for m in msgs:
+            if m.error():
+                check(m.error(), "read", topic=topic, partition=m.partition())
+                continue
+            p, off = m.partition() or 0, m.offset() or 0
+            if off >= ends[p]:
+                todo.discard(p)
+                continue
+            if off == ends[p] - 1:
+                todo.discard(p)
+            if end_ms is not None and m.timestamp()[1] >= end_ms:
+                todo.discard(p)
+                continue
+            out.append(m)
+        # read_committed: the end is the last stable offset, and a partition may end
+        # in a transaction marker, which is never returned; the position passes it
+        for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+            if tp.offset >= ends[tp.partition]:
+                todo.discard(tp.partition)
+        if out:
+            last_progress = time.monotonic()
+            yield out
+        elif time.monotonic() - last_progress > idle_timeout_s:
+            if strict:
+                raise KafkaIOError(
+                    f"partitions {sorted(todo)} were not read to their end: nothing came "
+                    f"for {idle_timeout_s:.0f} s",
+                    topic=topic,
+                    hint="the broker may be away or overloaded",
+                )
+            break
 
 
 def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:

@@ -103,16 +103,24 @@ class _HangingProducer:
         return 0
 
 
+@pytest.mark.parametrize("stopping", [False, True], ids=["timeout", "stop"])
 def test_a_transactional_call_that_hangs_is_given_up_on(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, stopping: bool
 ) -> None:
+    """After its timeout plus a grace, or the grace after a stop (here the timeout
+    is 30 s and the grace 0.2 s), whichever comes first."""
     monkeypatch.setattr(kafka_mod, "_TXN_GRACE_S", 0.2)
     producer = OutputProducer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), transactional_id="t")
     hanging = _HangingProducer()
     producer._producer = hanging  # type: ignore[assignment]
     started = time.monotonic()
     with pytest.raises(TransactionFailed, match="did not return within 1 s"):
-        producer.commit_with_offsets([TopicPartition("r", 0, 5)], object(), timeout_s=0.5)
+        producer.commit_with_offsets(
+            [TopicPartition("r", 0, 5)],
+            object(),
+            timeout_s=0.5 if not stopping else 30,
+            stopping=lambda: stopping,
+        )
     assert time.monotonic() - started < 5
     assert producer.wedged
     producer.abandon()  # not under a call still running
@@ -136,22 +144,6 @@ def test_transaction_errors_are_rewound_unless_fatal() -> None:
     with pytest.raises(KafkaIOError) as plain:
         OutputProducer(kafka)._txn_error(KafkaError(KafkaError._STATE), "produce")
     assert not isinstance(plain.value, TransactionFailed)
-
-
-def test_a_stop_gives_up_on_a_hung_transactional_call_sooner(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(kafka_mod, "_TXN_GRACE_S", 0.3)
-    producer = OutputProducer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), transactional_id="t")
-    hanging = _HangingProducer()
-    producer._producer = hanging  # type: ignore[assignment]
-    started = time.monotonic()
-    with pytest.raises(TransactionFailed, match="did not return"):
-        producer.commit_with_offsets(
-            [TopicPartition("r", 0, 5)], object(), timeout_s=30, stopping=lambda: True
-        )
-    assert time.monotonic() - started < 5
-    hanging.release.set()
 
 
 def test_an_abort_forgets_its_records_failures() -> None:

@@ -14,6 +14,7 @@ import pytest
 from stream_ae import service as service_mod
 from stream_ae.decide.events import Decider
 from stream_ae.decide.persistence import Persistence
+from stream_ae.errors import KafkaIOError
 from stream_ae.io.kafka import TransactionFailed
 from stream_ae.pipeline import AssetState, ModelBinding
 from stream_ae.service import ScorerService
@@ -96,7 +97,7 @@ class _Producer:
         self.abort_fails = abort_fails
         self.aborted = self.abandoned = False
 
-    def abort(self, _timeout_s: float) -> None:
+    def abort(self, _timeout_s: float, stopping: object = None) -> None:
         if self.abort_fails:
             raise TransactionFailed("abort transaction: Local: Timed out")
         self.aborted = True
@@ -165,3 +166,24 @@ def test_partitions_lost_during_a_transaction_abort_it_before_any_commit(
     service._on_lost([2])
     with pytest.raises(TransactionFailed, match=r"partitions \[2\] were lost"):
         service._commit({0: 5})
+
+
+def test_rewinds_that_do_not_help_and_a_stop_end_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transaction that fails again and again (replaying brings back what failed)
+    stops the scorer instead of looping; so does a stop, without waiting for the
+    broker, since nothing more may be committed."""
+    service = _service(monkeypatch, [Record(b"0|", _state(40))], exactly_once=True)
+    service.producer, service.consumer = _Producer(), _Consumer()  # type: ignore[assignment]
+    failure = TransactionFailed("produce to anomalies: Local: Erroneous state")
+    for _ in range(service_mod.MAX_REWINDS):
+        service._rewind(failure)
+    with pytest.raises(KafkaIOError, match="5 transactions in a row failed") as info:
+        service._rewind(failure)
+    assert "Erroneous state" in str(info.value)
+    service._rewinds = 0  # a commit went through
+    service.request_stop()
+    with pytest.raises(KafkaIOError, match="stopped after a failed transaction") as stopped:
+        service._rewind(failure)
+    assert "nothing after the last committed transaction was committed" in str(stopped.value)
