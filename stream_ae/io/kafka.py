@@ -300,9 +300,10 @@ class DeliveryFailed(KafkaIOError):
 
 class TransactionFailed(KafkaIOError):
     """The open transaction cannot commit, but nothing is fatal: the broker was away,
-    a record timed out, or a call hung. What it held is aborted (a new producer with
-    the same ``transactional.id`` fences this one), and the scorer replays from the
-    last committed transaction (``ScorerService._rewind``)."""
+    a record timed out, or a call hung. What it held is aborted (in place, or by a
+    new producer with the same ``transactional.id``, which fences a wedged one), and
+    the scorer replays from the last committed transaction
+    (``ScorerService._rewind``)."""
 
 
 #: a transactional producer's records that an abort took back (not lost: replayed)
@@ -514,9 +515,9 @@ class OutputProducer:
         stopping: Callable[[], bool] | None = None,
     ) -> None:
         """Add ``offsets`` to the open transaction and commit it. Raises
-        :class:`TransactionFailed` when it did not commit and the producer can be
-        replaced (the caller rewinds); the transaction is left for the replacement
-        to abort. Once ``stopping()`` is true a hung call is given up on sooner."""
+        :class:`TransactionFailed` when it did not commit but the scorer can go on:
+        the caller aborts it (or replaces the producer, if ``wedged``) and rewinds.
+        Once ``stopping()`` is true a hung call is given up on sooner."""
         p = self._producer
         if offsets:
             self._bounded(
