@@ -5,7 +5,9 @@ when exactly-once mode rewinds a failed transaction (``ScorerService._rewind``).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import msgspec
 import numpy as np
@@ -187,3 +189,62 @@ def test_rewinds_that_do_not_help_and_a_stop_end_the_run(
     with pytest.raises(KafkaIOError, match="stopped after a failed transaction") as stopped:
         service._rewind(failure)
     assert "nothing after the last committed transaction was committed" in str(stopped.value)
+
+
+class _LoopProducer(_Producer):
+    """Fails its first commit as librdkafka does when the broker went away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = 0
+
+    def begin(self) -> None:
+        pass
+
+    def send(self, *_args: object, **_kwargs: object) -> None:
+        pass
+
+    def poll(self) -> None:
+        pass
+
+    def commit_with_offsets(self, *_args: object, **_kwargs: object) -> None:
+        self.commits += 1
+        if self.commits == 1:
+            raise TransactionFailed("commit transaction: Local: Broker transport failure")
+
+
+class _LoopConsumer(_Consumer):
+    def consume(self, _n: int, timeout_s: float) -> list[object]:
+        time.sleep(timeout_s)
+        return []
+
+    def offsets_for(self, offsets: dict[int, int]) -> list[object]:
+        return list(offsets.items())
+
+    def group_metadata(self) -> object:
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_run_loop_rewinds_a_failed_transaction_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wiring: a commit that fails in the loop is rewound (marks read back, the
+    consumer moved to the committed offsets), and the loop goes on committing."""
+    service = _service(monkeypatch, [Record(b"0|", _state(40))], exactly_once=True)
+    service.settings.scorer.commit_interval_s = 0.05
+    service.settings.scorer.poll_timeout_s = 0.02
+    producer, consumer = _LoopProducer(), _LoopConsumer()
+    monkeypatch.setattr(service, "_prepare", lambda: None)
+    monkeypatch.setattr(service, "_new_producer", lambda *_a: producer)
+    monkeypatch.setattr(service_mod, "InputConsumer", lambda *_a, **_k: consumer)
+    service.settings.model.hot_swap = False
+    follower = SimpleNamespace(poll=lambda: [], close=lambda: None)  # maintenance reports
+    monkeypatch.setattr(service_mod, "TopicFollower", lambda *_a, **_k: follower)
+    service.run(max_seconds=1.0)
+    assert service.pipeline.metrics.transactions_rewound == 1
+    assert consumer.seeks == [{0: 40}]
+    assert producer.aborted  # in place: the producer was not wedged
+    assert producer.commits > 2  # it went on after the rewind
