@@ -47,6 +47,7 @@ from stream_ae.io.kafka import (
     Rebalance,
     TopicFollower,
     TransactionFailed,
+    log_held_back,
     publish_control,
     read_range,
 )
@@ -687,6 +688,7 @@ class ScorerService:
             )
 
     def _log_stats(self) -> None:
+        log_held_back()
         acct = self.pipeline.windower.accounting()
         log.info(
             "stats %s accounting=%s open_readings=%d assets=%d drift=%s",

@@ -72,7 +72,7 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        key = f"{record.levelno}|{self._TIMING.sub('', text)}"
+        key = f"{record.levelno}|{self._TIMING.sub('', text).rstrip()}"
         now = time.monotonic()
         with self._lock:
             passed, held = self._seen.get(key, (-math.inf, 0))
@@ -87,10 +87,31 @@ class RepeatFilter(logging.Filter):
             record.args = ()
         return True
 
+    def flush(self, logger: logging.Logger) -> None:
+        """Log how many were held back of each message whose period has passed: the
+        next one would have said so, but it may never come (the broker is back)."""
+        now = time.monotonic()
+        with self._lock:
+            over = [(k, h) for k, (p, h) in self._seen.items() if h and now - p >= self.every_s]
+            for key, _ in over:
+                self._seen.pop(key)
+        for key, held in over:
+            level, _, text = key.partition("|")
+            after = f"{self.every_s:.0f} s after it"
+            logger.log(int(level), "%s (%d more like this in the %s)", text, held, after)
+
 
 #: where librdkafka's log lines go (``client_config`` passes it as ``logger``)
 librdkafka_log = logging.getLogger("stream_ae.librdkafka")
 librdkafka_log.addFilter(RepeatFilter())
+
+
+def log_held_back() -> None:
+    """Log the counts librdkafka's :class:`RepeatFilter` holds for periods that have
+    passed (the scorer calls it with its stats)."""
+    for f in librdkafka_log.filters:
+        if isinstance(f, RepeatFilter):
+            f.flush(librdkafka_log)
 
 
 def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:

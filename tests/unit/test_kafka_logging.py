@@ -43,6 +43,31 @@ def test_a_repeated_message_passes_once_per_period_with_the_count(
     assert not f.filter(_record(refused, *args[:2], suppressed))  # librdkafka's own count
 
 
+def test_the_count_of_the_last_burst_is_logged_once_its_period_passed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker came back: no next message will carry the count, so the stats
+    round logs it."""
+    clock = [100.0]
+    monkeypatch.setattr(kafka_io.time, "monotonic", lambda: clock[0])
+    f = RepeatFilter(every_s=30)
+    log = logging.getLogger("test.repeats")
+    refused = "FAIL [consumer-1] Connect to ipv4#127.0.0.1:9 failed: Connection refused"
+    assert f.filter(_record(refused))
+    assert not any(f.filter(_record(f"{refused} (after {n}ms in state CONNECT)")) for n in range(7))
+    assert f.filter(_record("once"))  # nothing held back: nothing to say
+    with caplog.at_level(logging.INFO, logger="test.repeats"):
+        clock[0] += 10
+        f.flush(log)  # its period is still on
+        assert not caplog.records
+        clock[0] += 25
+        f.flush(log)
+        f.flush(log)  # said once
+    (said,) = caplog.records
+    assert said.levelno == logging.ERROR
+    assert said.getMessage() == f"{refused} (7 more like this in the 30 s after it)"
+
+
 def test_the_filter_forgets_quiet_messages_beyond_its_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
