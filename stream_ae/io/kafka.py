@@ -917,17 +917,15 @@ def _read(
                 check(m.error(), "read", topic=topic, partition=m.partition())
                 continue
             p, off = m.partition() or 0, m.offset() or 0
-            if off >= ends[p]:
-                todo.discard(p)
+            if off >= ends[p]:  # past the end as it stood (its position ends it below)
                 continue
-            if off == ends[p] - 1:
-                todo.discard(p)
             if end_ms is not None and m.timestamp()[1] >= end_ms:
                 todo.discard(p)
                 continue
             out.append(m)
-        # read_committed: the end is the last stable offset, and a partition may end
-        # in a transaction marker, which is never returned; the position passes it
+        # a partition is done once its position reaches the end; with read_committed
+        # the end is the last stable offset and may follow a transaction marker,
+        # which is never returned but which the position passes
         for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
             if tp.offset >= ends[tp.partition]:
                 todo.discard(tp.partition)

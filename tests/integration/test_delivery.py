@@ -34,6 +34,7 @@ from harness import (
 )
 
 from stream_ae.io import local_broker
+from stream_ae.settings import Settings
 from stream_ae.simulate import FaultSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -73,6 +74,28 @@ def _reference(env: Env, **sections: dict[str, Any]) -> tuple[set[tuple[str, int
     events = {e.event_id for e in events_of(settings)}
     assert events, "the reference run must see the injected faults"
     return set(windows), events
+
+
+def _assert_as_reference(
+    settings: Settings,
+    ref_windows: set[tuple[str, int]],
+    ref_events: set[str],
+    *,
+    exactly_once: bool,
+) -> None:
+    """The same windows and events as the uninterrupted run; in exactly-once mode,
+    each once to a ``read_committed`` reader."""
+    windows = window_keys(scores_of(settings, read_committed=exactly_once))
+    events = [e.event_id for e in events_of(settings, read_committed=exactly_once)]
+    assert not ref_events - set(events), f"{len(ref_events - set(events))} events lost"
+    assert not set(events) - ref_events, (
+        f"{len(set(events) - ref_events)} events not in the reference"
+    )
+    assert set(windows) == ref_windows
+    if exactly_once:
+        dupes = [k for k, n in Counter(windows).items() if n > 1]
+        assert not dupes, f"{len(dupes)} windows published twice, e.g. {dupes[:3]}"
+        assert len(events) == len(set(events)), "an event published twice"
 
 
 def _feedback(env: Env) -> dict[str, str]:
@@ -146,13 +169,7 @@ def test_exactly_once_mode_gives_no_duplicates_to_a_read_committed_reader(
         "every window",
     )
     assert proc.terminate() == 0, proc.log_tail()
-    windows = window_keys(scores_of(settings, read_committed=True))
-    dupes = [k for k, n in Counter(windows).items() if n > 1]
-    assert not dupes, f"{len(dupes)} windows published twice, e.g. {dupes[:3]}"
-    assert set(windows) == ref_windows
-    events = [e.event_id for e in events_of(settings, read_committed=True)]
-    assert len(events) == len(set(events))
-    assert set(events) == ref_events
+    _assert_as_reference(settings, ref_windows, ref_events, exactly_once=True)
 
 
 @pytest.mark.parametrize("decision_state", [False, True], ids=["plain", "persistence+warmup"])
@@ -252,16 +269,7 @@ def test_a_broker_crash_and_restart_mid_stream_loses_no_event(
         )
         assert proc.proc.poll() is None, "the scorer exited:\n" + proc.log_tail()
         assert proc.terminate() == 0, proc.log_tail()
-        events = [e.event_id for e in events_of(settings, read_committed=exactly_once)]
-        assert not ref_events - set(events), f"{len(ref_events - set(events))} events lost"
-        assert not set(events) - ref_events, (
-            f"{len(set(events) - ref_events)} events not in the reference"
-        )
-        assert set(windows()) == ref_windows
-        if exactly_once:
-            dupes = [k for k, n in Counter(windows()).items() if n > 1]
-            assert not dupes, f"{len(dupes)} windows published twice, e.g. {dupes[:3]}"
-            assert len(events) == len(set(events)), "an event published twice"
+        _assert_as_reference(settings, ref_windows, ref_events, exactly_once=exactly_once)
 
 
 @pytest.mark.timeout(300)
