@@ -231,14 +231,36 @@ def _has_proc() -> bool:
     return Path("/proc/self/stat").exists()
 
 
-def _cmdline(pid: int) -> str | None:
-    """The command line of ``pid``, or None when it cannot be read."""
-    if _has_proc():
+_EXEC_WAIT_S = 0.5
+
+
+def _proc_cmdline(pid: int) -> bytes | None:
+    """``/proc/<pid>/cmdline``, waiting out an ``exec`` in progress; None when unreadable.
+
+    While a process execs, the kernel shows an empty command line (the new image has not
+    set up its arguments yet): a pid read just after its start would otherwise look like
+    "unknown" and be trusted. A command line still empty after ``_EXEC_WAIT_S`` belongs to
+    a kernel thread or an exiting process, never to a JVM: ``b""`` is returned.
+    """
+    path = Path("/proc") / str(pid) / "cmdline"
+    deadline = time.monotonic() + _EXEC_WAIT_S
+    while True:
         try:
-            raw = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+            raw = path.read_bytes()
         except OSError:
             return None
-        return raw.replace(b"\0", b" ").decode("utf-8", errors="replace").strip() or None
+        if raw or time.monotonic() >= deadline:
+            return raw
+        time.sleep(0.005)
+
+
+def _cmdline(pid: int) -> str | None:
+    """The command line of ``pid`` (``""`` when it has none), or None when it cannot be read."""
+    if _has_proc():
+        raw = _proc_cmdline(pid)
+        if raw is None:
+            return None
+        return raw.replace(b"\0", b" ").decode("utf-8", errors="replace").strip()
     try:
         out = subprocess.run(
             ["ps", "-o", "command=", "-p", str(pid)],

@@ -197,6 +197,55 @@ def test_reused_pid_is_not_our_broker_and_is_not_killed(cfg: BrokerConfig) -> No
         sleeper.wait()
 
 
+def _cmdline_reads(monkeypatch: pytest.MonkeyPatch, pid: int, empty_reads: int) -> list[int]:
+    """The first ``empty_reads`` reads of ``/proc/<pid>/cmdline`` are empty, as mid-exec."""
+    calls = [0]
+    real = Path.read_bytes
+    target = Path("/proc") / str(pid) / "cmdline"
+
+    def read_bytes(path: Path) -> bytes:
+        if path == target:
+            calls[0] += 1
+            if calls[0] <= empty_reads:
+                return b""
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    return calls
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="reads /proc")
+def test_a_pid_read_mid_exec_is_not_trusted_as_our_broker(
+    cfg: BrokerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Just after a process starts, the kernel shows an empty command line while it execs;
+    # that once read as "cannot tell" and the pid was trusted (a flaky CI failure).
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        cfg.state_dir.mkdir(parents=True)
+        cfg.pid_file.write_text(f"{sleeper.pid}\n")
+        calls = _cmdline_reads(monkeypatch, sleeper.pid, empty_reads=3)
+        assert lb.status(cfg) is None
+        assert calls[0] == 4  # waited the exec out, then read "sleep 30"
+        assert lb._cmdline(sleeper.pid) == "sleep 30"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="reads /proc")
+def test_a_command_line_that_stays_empty_is_not_our_broker(
+    cfg: BrokerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A kernel thread has no command line at all: never a JVM, so never trusted.
+    monkeypatch.setattr(lb, "_EXEC_WAIT_S", 0.05)
+    cfg.state_dir.mkdir(parents=True)
+    cfg.pid_file.write_text(f"{os.getpid()}\n")
+    _cmdline_reads(monkeypatch, os.getpid(), empty_reads=10**6)
+    assert lb._cmdline(os.getpid()) == ""
+    assert lb.status(cfg) is None
+
+
 def test_exited_unreaped_child_is_not_alive() -> None:
     child = subprocess.Popen(["true"])
     time.sleep(0.3)  # exited, not yet waited for: a zombie
