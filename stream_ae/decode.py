@@ -29,6 +29,8 @@ import numpy as np
 from stream_ae.schemas import MAX_TS_MS, MIN_TS_MS, DeadLetter, DeadLetterReason, MessageLike
 
 _NAN = float("nan")
+#: The windows are float32: a larger magnitude would turn into inf there.
+_F32_MAX = float(np.finfo(np.float32).max)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -131,6 +133,20 @@ def _decode_bulk(raws: list[bytes | None]) -> list[_Message | list[_Message]] | 
     return out if len(out) == len(raws) else None
 
 
+def _dead_letter(msg: MessageLike, raw: bytes | None, rej: _Reject) -> DeadLetter:
+    return DeadLetter(
+        reason=rej.reason,
+        stage="decode",
+        error=rej.error,
+        value=raw or b"",
+        key=msg.key(),
+        source_topic=msg.topic() or "",
+        source_partition=msg.partition() or 0,
+        source_offset=msg.offset() or 0,
+        asset_id=rej.asset,
+    )
+
+
 def _parse_ts(ts: int | float | str, asset: str) -> int:
     try:
         return parse_ts(ts)
@@ -160,8 +176,10 @@ class ReadingDecoder:
         horizon = now_ms + self.max_future_ms
         raws = [m.value() for m in messages]
         bulk = _decode_bulk(raws)
+        marks: list[int] = []  # per message: where its unknown channels start
         for i, raw in enumerate(raws):
             mark = len(unknown)
+            marks.append(mark)
             try:
                 decoded = bulk[i] if bulk is not None else _decode_one(raw)
                 readings = self._readings(decoded)
@@ -183,26 +201,13 @@ class ReadingDecoder:
                     owners.append(i)
             except _Reject as rej:
                 del unknown[mark:]  # a dead-lettered message's channels are not counted
-                msg = messages[i]
-                dead.append(
-                    DeadLetter(
-                        reason=rej.reason,
-                        stage="decode",
-                        error=rej.error,
-                        value=raw or b"",
-                        key=msg.key(),
-                        source_topic=msg.topic() or "",
-                        source_partition=msg.partition() or 0,
-                        source_offset=msg.offset() or 0,
-                        asset_id=rej.asset,
-                    )
-                )
+                dead.append(_dead_letter(messages[i], raw, rej))
         values = (
             np.array(rows, dtype=np.float64).reshape(len(rows), n_ch)
             if rows
             else np.empty((0, n_ch), dtype=np.float64)
         )
-        return DecodedBatch(
+        batch = DecodedBatch(
             asset_ids=assets,
             ts_ms=np.array(stamps, dtype=np.int64),
             values=values,
@@ -210,6 +215,53 @@ class ReadingDecoder:
             dead_letters=dead,
             unknown_channels=Counter(unknown),
             messages=len(messages),
+        )
+        with np.errstate(invalid="ignore"):  # NaN (not measured) compares False
+            too_big = np.abs(values) > _F32_MAX
+        if too_big.any():
+            self._reject_too_big(batch, too_big, messages, raws, unknown, marks)
+        return batch
+
+    def _reject_too_big(
+        self,
+        batch: DecodedBatch,
+        too_big: np.ndarray,
+        messages: Sequence[MessageLike],
+        raws: list[bytes | None],
+        unknown: list[str],
+        marks: list[int],
+    ) -> None:
+        """Dead-letter (as a whole) each message with a value beyond float32's range.
+
+        JSON numbers are float64; such a value (often a device's error code) would turn
+        into inf in the float32 windows and stop the scoring of the whole batch.
+        Checked once per batch, vectorised, so the usual batch pays one comparison.
+        """
+        rows = np.flatnonzero(too_big.any(axis=1))
+        bad: dict[int, int] = {}  # message index -> its first offending row
+        for r in rows.tolist():
+            bad.setdefault(int(batch.msg_index[r]), r)
+        for i, r in sorted(bad.items()):
+            c = int(np.flatnonzero(too_big[r])[0])
+            error = (
+                f"value {batch.values[r, c]:.6g} of channel {self.channels[c]!r} is beyond "
+                f"float32's range (±{_F32_MAX:.3g}): a device error code? send null for "
+                "a missing sample"
+            )
+            batch.dead_letters.append(
+                _dead_letter(messages[i], raws[i], _Reject("non_finite", error, batch.asset_ids[r]))
+            )
+        keep = ~np.isin(batch.msg_index, np.fromiter(bad, np.int64))
+        batch.asset_ids = [a for a, k in zip(batch.asset_ids, keep.tolist(), strict=True) if k]
+        batch.ts_ms = batch.ts_ms[keep]
+        batch.values = batch.values[keep]
+        batch.msg_index = batch.msg_index[keep]
+        ends = [*marks[1:], len(unknown)]
+        batch.unknown_channels = Counter(
+            name
+            for i, (a, b) in enumerate(zip(marks, ends, strict=True))
+            if i not in bad
+            for name in unknown[a:b]
         )
 
     def _row(self, values: dict[str, float | None]) -> list[float | None] | None:

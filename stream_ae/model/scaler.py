@@ -26,7 +26,11 @@ import numpy.typing as npt
 
 from stream_ae.errors import ArtifactError, DataError
 
-__all__ = ["DEFAULT_EPS", "ChannelScaler"]
+__all__ = ["DEFAULT_EPS", "SCALED_CLAMP", "ChannelScaler"]
+
+#: Scaled values are clamped to this many standard deviations (see ``transform``):
+#: its square, a window's largest possible error, stays far inside float32.
+SCALED_CLAMP = 1.0e6
 
 #: Absolute floor for a channel's std. A constant training channel then scales by
 #: 1/eps, so any later deviation on it shows up as a very large error (it is
@@ -144,11 +148,20 @@ class ChannelScaler:
             )
 
     def transform(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Scale raw ``(N, C, W)`` windows; returns a new float32 array."""
+        """Scale raw ``(N, C, W)`` windows; returns a new float32 array.
+
+        Scaled values are clamped to ``±SCALED_CLAMP`` standard deviations: far beyond
+        any normal reading, so a window holding one is still scored as wildly
+        anomalous, but a finite reading near float32's limit (a broken sensor's
+        3e38) can no longer overflow to inf inside the model and make its score
+        inf or NaN (an event with no score).
+        """
         arr = np.asarray(x, dtype=np.float32)
         self._check(arr)
-        out = np.subtract(arr, self._mean32, dtype=np.float32)
-        out *= self._inv_std32
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.subtract(arr, self._mean32, dtype=np.float32)
+            out *= self._inv_std32
+        np.clip(out, -SCALED_CLAMP, SCALED_CLAMP, out=out)
         return out
 
     def inverse_transform(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:

@@ -246,6 +246,24 @@ def test_unknown_channels_of_a_dead_lettered_message_are_not_counted() -> None:
     assert b.unknown_channels == Counter()
 
 
+def test_a_value_beyond_float32_dead_letters_its_message_only() -> None:
+    # Once, 1e39 became inf in the float32 windows and stopped the scoring of the whole
+    # batch; the scorer exited, and a restart replayed the batch into the same failure.
+    first = b'{"asset_id": "p1", "ts": %d, "values": {"a": 1, "x": 1}}' % T
+    bad = b'{"asset_id": "p2", "ts": %d, "values": {"a": 2, "b": 1e39, "y": 1}}' % T
+    last = b'{"asset_id": "p3", "ts": %d, "values": {"c": 3.4e38, "z": 1}}' % T  # fits
+    b = decode(first, bad, last)
+    assert b.asset_ids == ["p1", "p3"]
+    assert b.msg_index.tolist() == [0, 2]
+    assert rows(b) == [[1.0, None, None], [None, None, pytest.approx(3.4e38)]]
+    assert b.ts_ms.tolist() == [T, T]
+    (d,) = b.dead_letters
+    assert (d.reason, d.asset_id, d.source_offset, d.value) == ("non_finite", "p2", 101, bad)
+    assert "value 1e+39 of channel 'b'" in d.error
+    assert "float32" in d.error
+    assert b.unknown_channels == Counter({"x": 1, "z": 1})  # not the dead letter's "y"
+
+
 # -- dead letters -------------------------------------------------------------------------------
 
 
@@ -274,6 +292,10 @@ def test_unknown_channels_of_a_dead_lettered_message_are_not_counted() -> None:
         (b'{"asset_id": "p1", "ts": 1, "values": {"a": 1e400}}', "non_finite"),
         (b'{"asset_id": "p1", "ts": 1, "values": {"a": -1e400}}', "non_finite"),
         (b'{"asset_id": "p1", "ts": 1e400, "values": {"a": 1}}', "non_finite"),
+        # finite float64 but beyond float32, the windows' type: inf there
+        (b'{"asset_id": "p1", "ts": 1, "values": {"a": 1, "b": 1e39}}', "non_finite"),
+        (b'{"asset_id": "p1", "ts": 1, "values": {"a": -3.5e38}}', "non_finite"),
+        (b'{"asset_id": "p1", "ts": 1, "sensor": "c", "value": 1e39}', "non_finite"),
         (b'{"asset_id": "p1", "ts": %d, "values": {"a": 1}}' % (NOW + 10**9), "future_timestamp"),
     ],
 )
@@ -316,6 +338,7 @@ def test_tombstone_is_dead_lettered() -> None:
         (b'{"asset_id": "p1", "ts": %d, "values": {}}' % T, "schema_error"),
         (b'{"asset_id": "p1", "ts": %d, "values": {"a": "x"}}' % T, "schema_error"),
         (b'{"asset_id": "p1", "ts": %d, "values": {"a": 1e999}}' % T, "non_finite"),
+        (b'{"asset_id": "p1", "ts": %d, "values": {"a": 1e39}}' % T, "non_finite"),
         (b'{"ts": %d, "values": {"a": 2}}' % T, "schema_error"),
     ],
 )

@@ -8,7 +8,7 @@ import torch
 
 from stream_ae.errors import ConfigError, DataError
 from stream_ae.model.autoencoders import build_model
-from stream_ae.model.scaler import ChannelScaler
+from stream_ae.model.scaler import SCALED_CLAMP, ChannelScaler
 from stream_ae.model.scorer import Scorer, resolve_device, set_threads
 
 C, W = 3, 16
@@ -72,6 +72,33 @@ def test_nan_rejected() -> None:
     w[1, 0, 3] = np.nan
     with pytest.raises(DataError, match="1 NaN"):
         _scorer().score(w)
+
+
+@pytest.mark.parametrize("arch", ["conv", "lstm"])
+@pytest.mark.parametrize("extreme", [3.0e38, -3.4e38, 1.0e20])
+def test_a_reading_near_float32s_limit_scores_finite_and_names_its_channel(
+    arch: str, extreme: float
+) -> None:
+    # A broken sensor's 3e38 is finite, but once overflowed inside the model and gave
+    # an inf / NaN score: an event with "score": null that its own decoder refused.
+    torch.manual_seed(0)
+    model = build_model(arch, C, W, {"hidden": 8, "latent": 4})
+    scaler = ChannelScaler(mean=[0.0, 10.0, -1.0], std=[1.0, 2.0, 0.5], error_scale=[1.0, 2, 3])
+    scorer = Scorer(model, scaler, "cpu")
+    windows = _windows(4)
+    windows[1, 2, 5] = extreme
+    res = scorer.score(windows)
+    assert np.isfinite(res.scores).all()
+    assert np.isfinite(res.channel_shares).all()
+    assert res.scores[1] > 100 * max(res.scores[0], res.scores[2], res.scores[3])
+    assert int(np.argmax(res.channel_shares[1])) == 2
+
+
+def test_scaled_values_are_clamped() -> None:
+    scaler = ChannelScaler(mean=[0.0], std=[1e-3])
+    out = scaler.transform(np.array([[[3.0e38, -3.0e38, 1.0, np.nan]]], np.float32))
+    assert out[0, 0, :3].tolist() == [SCALED_CLAMP, -SCALED_CLAMP, pytest.approx(1000.0)]
+    assert np.isnan(out[0, 0, 3])  # missing stays missing: the scorer refuses it
 
 
 def test_invalid_max_batch() -> None:
