@@ -75,6 +75,8 @@ class DecodedBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     unknown_channels: Counter[str] = field(default_factory=Counter)
     messages: int = 0
+    #: readings (of accepted messages) that carry none of the model's channels: skipped
+    no_model_channel: int = 0
 
     def __len__(self) -> int:
         return len(self.asset_ids)
@@ -163,6 +165,7 @@ class ReadingDecoder:
         self._index = {c: i for i, c in enumerate(self.channels)}
         self.max_future_ms = max_future_ms
         self._unknown: list[str] = []
+        self._skipped = 0
 
     def decode(self, messages: Sequence[MessageLike], *, now_ms: int) -> DecodedBatch:
         n_ch = len(self.channels)
@@ -173,6 +176,7 @@ class ReadingDecoder:
         dead: list[DeadLetter] = []
         unknown: list[str] = []
         self._unknown = unknown
+        skipped: list[int] = []  # per message: its readings with none of the model's channels
         horizon = now_ms + self.max_future_ms
         raws = [m.value() for m in messages]
         bulk = _decode_bulk(raws)
@@ -180,6 +184,7 @@ class ReadingDecoder:
         for i, raw in enumerate(raws):
             mark = len(unknown)
             marks.append(mark)
+            self._skipped = 0
             try:
                 decoded = bulk[i] if bulk is not None else _decode_one(raw)
                 readings = self._readings(decoded)
@@ -201,7 +206,9 @@ class ReadingDecoder:
                     owners.append(i)
             except _Reject as rej:
                 del unknown[mark:]  # a dead-lettered message's channels are not counted
+                self._skipped = 0
                 dead.append(_dead_letter(messages[i], raw, rej))
+            skipped.append(self._skipped)
         values = (
             np.array(rows, dtype=np.float64).reshape(len(rows), n_ch)
             if rows
@@ -215,11 +222,12 @@ class ReadingDecoder:
             dead_letters=dead,
             unknown_channels=Counter(unknown),
             messages=len(messages),
+            no_model_channel=sum(skipped),
         )
         with np.errstate(invalid="ignore"):  # NaN (not measured) compares False
             too_big = np.abs(values) > _F32_MAX
         if too_big.any():
-            self._reject_too_big(batch, too_big, messages, raws, unknown, marks)
+            self._reject_too_big(batch, too_big, messages, raws, unknown, marks, skipped)
         return batch
 
     def _reject_too_big(
@@ -230,6 +238,7 @@ class ReadingDecoder:
         raws: list[bytes | None],
         unknown: list[str],
         marks: list[int],
+        skipped: list[int],
     ) -> None:
         """Dead-letter (as a whole) each message with a value beyond float32's range.
 
@@ -263,15 +272,18 @@ class ReadingDecoder:
             if i not in bad
             for name in unknown[a:b]
         )
+        batch.no_model_channel = sum(n for i, n in enumerate(skipped) if i not in bad)
 
     def _row(self, values: dict[str, float | None]) -> list[float | None] | None:
         """The model's channels in order; None when the reading has none of them
-        (it carries nothing for this model: counted as unknown channels, skipped)."""
+        (it carries nothing for this model: skipped, and counted, with its channels
+        as unknown channels)."""
         if values.keys() <= self._index.keys():
             return list(map(values.get, self.channels))
         others = [k for k in values if k not in self._index]
         self._unknown.extend(others)
         if len(others) == len(values):
+            self._skipped += 1
             return None
         return list(map(values.get, self.channels))
 
@@ -304,6 +316,7 @@ class ReadingDecoder:
                 idx = self._index.get(m.sensor)
                 if idx is None:
                     self._unknown.append(m.sensor)
+                    self._skipped += 1
                     continue
                 narrow: list[float | None] = [_NAN] * len(self.channels)
                 narrow[idx] = m.value

@@ -1,4 +1,12 @@
-"""Counters the scorer keeps and logs; every reading lands in exactly one outcome."""
+"""Counters the scorer keeps and logs; every reading lands in exactly one outcome.
+
+The stats line reconciles: ``readings`` = the windowing outcomes (``scored``,
+``unwindowed``, ``incomplete``, ``late``) + ``open_readings`` (in windows still
+open) + ``revoked_readings`` (open when their partition went to another scorer,
+which reads them again) + ``replayed_readings`` (open when a model swap rebuilt the
+grid; the replay reads them again). A replay reads again some readings that had
+settled too; ``readings`` and their outcome then count both arrivals.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +27,9 @@ class Metrics:
     model_swaps: int = 0
     model_swap_failures: int = 0
     replayed_readings: int = 0
+    # readings of accepted messages that carry none of the model's channels (their
+    # channels are counted in unknown_channels): skipped, outside the outcomes
+    readings_no_model_channel: int = 0
     warmup_windows: int = 0  # re-baselining: windows that set a baseline, not scored
     # maintenance ends read from topics.feedback (all of it at start-up, every asset,
     # also those another scorer owns); maintenance_rebaselines: warm-ups they started
@@ -36,6 +47,8 @@ class Metrics:
             "quality_events": self.quality_events,
             "dead_letters": dict(self.dead_letters),
             "unknown_channels": dict(self.unknown_channels),
+            "readings_no_model_channel": self.readings_no_model_channel,
+            "replayed_readings": self.replayed_readings,
             "model_swaps": self.model_swaps,
             "model_swap_failures": self.model_swap_failures,
             "warmup_windows": self.warmup_windows,

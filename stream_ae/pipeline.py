@@ -138,6 +138,7 @@ class Pipeline:
         m.messages += len(messages)
         m.readings += len(decoded)
         m.unknown_channels.update(decoded.unknown_channels)
+        m.readings_no_model_channel += decoded.no_model_channel
         out.dead_letters.extend(decoded.dead_letters)
         result = self.windower.process(
             decoded.asset_ids,

@@ -691,10 +691,13 @@ class ScorerService:
         log_held_back()
         acct = self.pipeline.windower.accounting()
         log.info(
-            "stats %s accounting=%s open_readings=%d assets=%d drift=%s",
+            "stats %s accounting=%s open_readings=%d revoked_readings=%d "
+            "suppressed_windows=%d assets=%d drift=%s",
             self.pipeline.metrics.as_dict(),
             vars(acct),
             self.pipeline.windower.open_readings(),
+            self.pipeline.windower.revoked_readings,
+            self.pipeline.suppressed_windows,
             len(self.pipeline.windower),
             drift.report() if (drift := self.pipeline.model.drift) is not None else None,
         )

@@ -153,6 +153,7 @@ class Windower:
     def carry_accounting_from(self, other: Windower) -> None:
         """Keep another windower's settled outcomes (used when the grid is rebuilt)."""
         self._closed_acct.add(other.accounting())
+        self.revoked_readings += other.revoked_readings
 
     def committable(self, partition: int) -> int | None:
         """Lowest source offset still needed on ``partition`` (None: nothing held)."""

@@ -117,6 +117,7 @@ def test_narrow_unknown_sensor_is_ignored_and_counted() -> None:
     assert len(b) == 0
     assert b.dead_letters == []
     assert b.unknown_channels == Counter({"zz": 1})
+    assert b.no_model_channel == 1
 
 
 def test_narrow_without_value_is_schema_error() -> None:
@@ -230,27 +231,36 @@ def test_unknown_channels_ignored_and_counted_per_reading() -> None:
 
 
 def test_a_reading_with_only_unknown_channels_is_skipped_and_counted() -> None:
-    b = decode(b'{"asset_id": "p1", "ts": %d, "values": {"x": 1}}' % T)
-    assert rows(b) == []
+    b = decode(
+        b'{"asset_id": "p1", "ts": %d, "values": {"x": 1}}' % T,
+        b'{"asset_id": "p1", "ts": %d, "values": {"a": 1}}' % T,
+    )
+    assert rows(b) == [[1.0, None, None]]
     assert b.dead_letters == []
     assert b.unknown_channels == Counter({"x": 1})
+    assert b.no_model_channel == 1
 
 
 def test_unknown_channels_of_a_dead_lettered_message_are_not_counted() -> None:
     raw = (
         b'[{"asset_id": "p1", "ts": %d, "values": {"a": 1, "x": 1}},'
-        b' {"asset_id": "p1", "ts": %d, "values": {"a": 2}}]' % (T, NOW + MAX_FUTURE + 1)
+        b' {"asset_id": "p1", "ts": %d, "values": {"x": 2}},'
+        b' {"asset_id": "p1", "ts": %d, "values": {"a": 2}}]' % (T, T, NOW + MAX_FUTURE + 1)
     )
     b = decode(raw)
     assert the_dead_letter(b) == ("future_timestamp", "p1")
     assert b.unknown_channels == Counter()
+    assert b.no_model_channel == 0
 
 
 def test_a_value_beyond_float32_dead_letters_its_message_only() -> None:
     # Once, 1e39 became inf in the float32 windows and stopped the scoring of the whole
     # batch; the scorer exited, and a restart replayed the batch into the same failure.
     first = b'{"asset_id": "p1", "ts": %d, "values": {"a": 1, "x": 1}}' % T
-    bad = b'{"asset_id": "p2", "ts": %d, "values": {"a": 2, "b": 1e39, "y": 1}}' % T
+    bad = (
+        b'[{"asset_id": "p2", "ts": %d, "values": {"a": 2, "b": 1e39, "y": 1}},'
+        b' {"asset_id": "p2", "ts": %d, "values": {"y": 2}}]' % (T, T)
+    )
     last = b'{"asset_id": "p3", "ts": %d, "values": {"c": 3.4e38, "z": 1}}' % T  # fits
     b = decode(first, bad, last)
     assert b.asset_ids == ["p1", "p3"]
@@ -262,6 +272,7 @@ def test_a_value_beyond_float32_dead_letters_its_message_only() -> None:
     assert "value 1e+39 of channel 'b'" in d.error
     assert "float32" in d.error
     assert b.unknown_channels == Counter({"x": 1, "z": 1})  # not the dead letter's "y"
+    assert b.no_model_channel == 0
 
 
 # -- dead letters -------------------------------------------------------------------------------

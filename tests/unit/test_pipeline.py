@@ -630,3 +630,54 @@ def test_a_swap_to_other_channels_warms_up_afresh() -> None:
     decider = dataclasses.replace(pipe.model.decider, channels=["b", "a"])
     assert pipe.swap_model(dataclasses.replace(pipe.model, decider=decider))
     assert pipe.rebaseliner is not None and pipe.rebaseliner.snapshot((0, "p1")) is None
+
+
+# -- accounting ------------------------------------------------------------------------------
+
+
+def _outcomes(pipe: Pipeline) -> int:
+    """The right-hand side of the stats line's identity (stream_ae.metrics)."""
+    a = pipe.windower.accounting()
+    return (
+        a.scored
+        + a.unwindowed
+        + a.incomplete
+        + a.late
+        + pipe.windower.open_readings()
+        + pipe.windower.revoked_readings
+        + pipe.metrics.replayed_readings
+    )
+
+
+def test_every_reading_is_accounted_for_through_warmup_late_gaps_revoke_and_swap() -> None:
+    pipe, _ = make_rebaselined()
+    msgs = series("p1", range(20))  # warm-up windows, then scored ones
+    msgs += series("p2", [*range(3), *range(9, 20)], part=1, first_off=100)  # a gap
+    msgs.append(Msg(wide("p1", 2), 0, 20, b"p1"))  # late
+    msgs.append(Msg(b'{"asset_id": "p1", "ts": %d, "values": {"x": 1}}' % ms(21), 0, 21, b"p1"))
+    msgs.append(Msg(b"not json", 0, 22, b"p1"))  # a dead letter: not a reading
+    msgs += [Msg(wide("p3", k, 1.0, None), 2, k, b"p3") for k in range(3)]  # incomplete
+    msgs += series("p4", range(3), part=3)  # open, then revoked
+    pipe.step(msgs, now_ms=NOW)
+    assert pipe.metrics.warmup_windows > 0
+    assert pipe.metrics.readings_no_model_channel == 1
+    assert pipe.metrics.as_dict()["readings_no_model_channel"] == 1
+    acct = pipe.windower.accounting()
+    assert acct.late == 1 and acct.incomplete >= 1
+    assert pipe.metrics.readings == _outcomes(pipe)
+
+    pipe.forget_partitions([3])
+    assert pipe.windower.revoked_readings == 3
+    assert pipe.metrics.readings == _outcomes(pipe)
+
+    # a swap to another grid: the caller replays from the commit position
+    pins = pipe.committable({0: 23, 1: 114, 2: 3})
+    spec = dataclasses.replace(pipe.model.spec, size=6)
+    assert pipe.swap_model(dataclasses.replace(pipe.model, spec=spec))
+    assert pipe.metrics.replayed_readings > 0
+    assert pipe.metrics.as_dict()["replayed_readings"] == pipe.metrics.replayed_readings
+    replay = [m for m in msgs if m.partition() in pins and m.offset() >= pins[m.partition()]]
+    pipe.step(replay, now_ms=NOW)
+    pipe.flush(now_ms=NOW)
+    assert pipe.windower.open_readings() == 0
+    assert pipe.metrics.readings == _outcomes(pipe)
