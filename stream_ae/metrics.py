@@ -35,6 +35,9 @@ class Metrics:
     # also those another scorer owns); maintenance_rebaselines: warm-ups they started
     maintenance_reports: int = 0
     maintenance_rebaselines: int = 0
+    # anomaly events tagged during_maintenance (their window overlaps a maintenance
+    # period from topics.feedback; still published, decide.tag_maintenance)
+    events_during_maintenance: int = 0
     # exactly-once: failed transactions replayed from the last committed one
     transactions_rewound: int = 0
 
@@ -54,5 +57,6 @@ class Metrics:
             "warmup_windows": self.warmup_windows,
             "maintenance_reports": self.maintenance_reports,
             "maintenance_rebaselines": self.maintenance_rebaselines,
+            "events_during_maintenance": self.events_during_maintenance,
             "transactions_rewound": self.transactions_rewound,
         }

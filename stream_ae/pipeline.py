@@ -2,7 +2,9 @@
 
 It composes decode → windowing → scoring → deciding and owns no I/O: the
 runtime loop (:mod:`stream_ae.service`) moves its outputs to Kafka, and tests
-drive it with plain objects. Time is an argument (``now_ms``).
+drive it with plain objects. Time is an argument (``now_ms``). Maintenance
+feedback comes in the same way (:meth:`Pipeline.note_feedback`): the pipeline
+holds the periods and tags the events of windows that overlap one.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import numpy as np
 
 from stream_ae.decide.drift import DriftMonitor
 from stream_ae.decide.events import Decider, quality_events
+from stream_ae.decide.maintenance import MaintenancePeriods, Note
 from stream_ae.decode import DecodedBatch, ReadingDecoder
 from stream_ae.metrics import Metrics
 from stream_ae.schemas import (
     AnomalyEvent,
     DataQualityEvent,
     DeadLetter,
+    FeedbackEvent,
     LatentRecord,
     MessageLike,
     ScoreRecord,
@@ -104,6 +108,7 @@ class Pipeline:
         publish_latents: bool = False,
         track_marks: bool = False,
         rebaseline_ms: int = 0,
+        tag_maintenance: bool = True,
     ) -> None:
         self.model = model
         self.decoder = ReadingDecoder(model.decider.channels, max_future_ms=max_future_ms)
@@ -120,6 +125,9 @@ class Pipeline:
         self.suppressed_windows = 0
         self.rebaseline_ms = rebaseline_ms
         self.rebaseliner = self._new_rebaseliner(model)
+        # Per asset id, not per partition, and kept across swaps and rebalances: the
+        # feedback topic is read whole by every scorer (decide.tag_maintenance).
+        self.maintenance = MaintenancePeriods() if tag_maintenance else None
 
     @property
     def channels(self) -> list[str]:
@@ -174,6 +182,15 @@ class Pipeline:
         self.rebaseliner.note_restart(asset_id, end_ms)
         self.metrics.maintenance_reports += 1
         return True
+
+    def note_feedback(self, feedback: FeedbackEvent) -> Note | None:
+        """A feedback record (any kind): maintenance periods tag the anomaly events of
+        the windows that overlap them from now on (:mod:`stream_ae.decide.maintenance`
+        has the rules). None when tagging is off. Warm-ups after maintenance are
+        :meth:`note_maintenance`'s."""
+        if self.maintenance is None:
+            return None
+        return self.maintenance.note(feedback)
 
     def asset_state(self, key: tuple[int, str]) -> AssetState:
         """``key``'s state to store with the marks (see :class:`AssetState`)."""
@@ -244,6 +261,8 @@ class Pipeline:
         return Rebaseliner(self.rebaseline_ms, model.reference_mean)
 
     def _score(self, windows: WindowBatch, out: StepOutput, now_ms: int) -> None:
+        if self.maintenance is not None and len(windows):
+            self.maintenance.advance(int(windows.start_ms.max()))
         if self.track_marks:
             windows = self._skip_published(windows)
         if (rb := self.rebaseliner) is not None:
@@ -258,9 +277,16 @@ class Pipeline:
             self.model.drift.update(windows.values, res.scores, windows.asset_ids)
         decider = self.model.decider
         limits = decider.limits(windows)  # once per batch: events and score records
-        out.events.extend(
-            decider.events(windows, res.scores, res.channel_shares, now_ms=now_ms, limits=limits)
+        events = decider.events(
+            windows,
+            res.scores,
+            res.channel_shares,
+            now_ms=now_ms,
+            limits=limits,
+            maintenance=self.maintenance,
         )
+        self.metrics.events_during_maintenance += sum(e.during_maintenance for e in events)
+        out.events.extend(events)
         if self.publish_scores:
             out.scores.extend(decider.score_records(windows, res.scores, limits))
         if self.publish_latents and self.model.encoder is not None:

@@ -44,6 +44,14 @@ class AnomalyEvent(msgspec.Struct, frozen=True, kw_only=True):
     the same window scored by the same model always gets the same id, so a
     consumer can drop the duplicates that at-least-once delivery may bring.
     Times are epoch milliseconds (UTC); ``window_end_ms`` is exclusive.
+
+    ``during_maintenance``: the window overlaps a maintenance period the scorer
+    knows of for the asset (feedback on ``maintenance.feedback``, open or closed;
+    :mod:`stream_ae.decide.maintenance`). Such events are still published, with
+    the same severity and id, so that no event is lost to a wrong report;
+    consumers filter on the flag. Not part of ``event_id``: a replay that learnt
+    of the maintenance meanwhile gives the same id. Records written before the
+    field existed decode as False.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -60,6 +68,7 @@ class AnomalyEvent(msgspec.Struct, frozen=True, kw_only=True):
     top_channels: list[ChannelShare]
     model_version: str
     detected_at: str
+    during_maintenance: bool = False
 
 
 class ScoreRecord(msgspec.Struct, frozen=True, kw_only=True):

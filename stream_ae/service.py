@@ -36,6 +36,7 @@ import numpy as np
 from stream_ae import schemas
 from stream_ae.decide.drift import DriftMonitor
 from stream_ae.decide.events import Decider
+from stream_ae.decide.maintenance import Note
 from stream_ae.decide.persistence import Persistence
 from stream_ae.errors import KafkaIOError
 from stream_ae.io.kafka import (
@@ -191,6 +192,55 @@ def marks_topic(settings: Settings) -> str:
     return f"{settings.scorer.group_id}.emitted"
 
 
+def _log_maintenance(fb: schemas.FeedbackEvent, note: Note, open_since: int | None) -> None:
+    """Say what a feedback record did to the maintenance periods that tag events
+    (``open_since``: the start of the asset's open maintenance, if any, after it)."""
+    asset, at = fb.asset_id, schemas.iso_ms(fb.start_ms)
+    if note == "opened":
+        log.info(
+            "maintenance on %s started at %s: its anomaly events are tagged "
+            "during_maintenance until maintenance_end",
+            asset,
+            at,
+        )
+    elif note == "closed":
+        log.info(
+            "maintenance on %s ended at %s: anomaly events of its windows from then "
+            "on are no longer tagged during_maintenance",
+            asset,
+            at,
+        )
+    elif note == "period":
+        assert fb.end_ms is not None
+        log.info(
+            "maintenance on %s from %s to %s: anomaly events of windows overlapping it "
+            "are tagged during_maintenance",
+            asset,
+            at,
+            schemas.iso_ms(fb.end_ms),
+        )
+    elif note == "already_open":
+        log.info(
+            "maintenance on %s reported to start at %s: already open since %s (the "
+            "first start stands)",
+            asset,
+            at,
+            "?" if open_since is None else schemas.iso_ms(open_since),
+        )
+    elif note == "nothing_to_close":
+        log.warning(
+            "maintenance_end on %s at %s closes nothing: no maintenance_start before it "
+            "was read, or only a later one (an end written before its start leaves that "
+            "maintenance open until the next end)",
+            asset,
+            at,
+        )
+    elif note == "empty":
+        log.warning(
+            "maintenance on %s ends (end_ms) at or before it starts (%s): ignored", asset, at
+        )
+
+
 @dataclass
 class RunSummary:
     batches: int
@@ -216,6 +266,7 @@ class ScorerService:
             publish_latents=settings.topics.publish_latents,
             track_marks=settings.scorer.exactly_once or settings.scorer.replay_marks,
             rebaseline_ms=int(settings.model.rebaseline_s * 1000),
+            tag_maintenance=settings.decide.tag_maintenance,
         )
         rule = binding.decider.persistence
         if not self.pipeline.track_marks and (
@@ -280,7 +331,7 @@ class ScorerService:
         if self._marks:
             topics.append(marks_topic(s))
             config[marks_topic(s)] = {"cleanup.policy": "compact"}
-        if s.model.rebaseline_s > 0:  # maintenance reports start new warm-ups
+        if self._follows_feedback():
             topics.append(s.topics.feedback)
         admin.ensure_topics(
             topics,
@@ -317,7 +368,7 @@ class ScorerService:
             read_committed=self._eos,
         )
         self._watcher = ControlWatcher(s.kafka, s.topics.models) if s.model.hot_swap else None
-        if s.model.rebaseline_s > 0:
+        if self._follows_feedback():
             self._feedback = TopicFollower(s.kafka, s.topics.feedback)
         # Everything built so far (torch, the model, clients) lives as long as the process:
         # take it out of the cyclic GC's generations, which otherwise walk it on every
@@ -568,34 +619,48 @@ class ScorerService:
             return
         self._swap(bind_model(loaded, self.settings), md.version, current)
 
+    def _follows_feedback(self) -> bool:
+        """Maintenance reports tag events (decide.tag_maintenance) or start warm-ups."""
+        s = self.settings
+        return s.decide.tag_maintenance or s.model.rebaseline_s > 0
+
     def _follow_maintenance(self) -> None:
-        """At a batch boundary: maintenance that ended starts a new warm-up for its asset
-        (re-baselining), from the reported time on."""
+        """At a batch boundary: maintenance periods tag the anomaly events of the windows
+        that overlap them (the pipeline holds them), and maintenance that ended starts a
+        new warm-up for its asset (re-baselining), from the reported time on."""
         assert self._feedback is not None
         events, problems = schemas.feedback_events(self._feedback.poll())
         for problem in problems:
             log.warning("%s", problem)
         latest = now_ms() + self.settings.window.max_future_ms
         for fb in events:
-            end = fb.maintenance_end_ms
-            if end is None:
-                if fb.kind == "maintenance":
-                    log.info("maintenance on %s has no end_ms yet: ignored", fb.asset_id)
-                continue
-            if end > latest:  # would hold every later restart of the asset back
-                log.warning(
-                    "maintenance on %s ending at %s is in the future (beyond "
-                    "window.max_future_ms): ignored; send maintenance_end when it ends",
-                    fb.asset_id,
-                    schemas.iso_ms(end),
-                )
-                continue
-            if self.pipeline.note_maintenance(fb.asset_id, end):
-                log.info(
-                    "maintenance on %s ended at %s: a new warm-up from then",
-                    fb.asset_id,
-                    schemas.iso_ms(end),
-                )
+            note = self.pipeline.note_feedback(fb)
+            if note is not None:
+                assert self.pipeline.maintenance is not None
+                _log_maintenance(fb, note, self.pipeline.maintenance.open_since(fb.asset_id))
+            if self.pipeline.rebaseliner is not None:
+                self._rebaseline_after(fb, latest)
+
+    def _rebaseline_after(self, fb: schemas.FeedbackEvent, latest: int) -> None:
+        end = fb.maintenance_end_ms
+        if end is None:
+            if fb.kind == "maintenance":
+                log.info("maintenance on %s has no end_ms yet: no warm-up from it", fb.asset_id)
+            return
+        if end > latest:  # would hold every later restart of the asset back
+            log.warning(
+                "maintenance on %s ending at %s is in the future (beyond "
+                "window.max_future_ms): no warm-up from it; send maintenance_end when it ends",
+                fb.asset_id,
+                schemas.iso_ms(end),
+            )
+            return
+        if self.pipeline.note_maintenance(fb.asset_id, end):
+            log.info(
+                "maintenance on %s ended at %s: a new warm-up from then",
+                fb.asset_id,
+                schemas.iso_ms(end),
+            )
 
     def _swap(self, binding: ModelBinding, new: str, old: str) -> None:
         started = time.monotonic()

@@ -73,8 +73,8 @@ class TopicSettings(_Section):
     data_quality: str = "stream_ae.data_quality"
     #: Compacted control topic announcing the champion model (hot swap).
     models: str = "stream_ae.models"
-    #: Maintenance teams' feedback (schemas.FeedbackEvent), read by the trainer (and
-    #: by the scorer when model.rebaseline_s > 0: maintenance ends start warm-ups).
+    #: Maintenance teams' feedback (schemas.FeedbackEvent), read by the trainer, and
+    #: by the scorer when decide.tag_maintenance is on or model.rebaseline_s > 0.
     feedback: str = "maintenance.feedback"
     #: Used by ``topics create`` for topics that do not exist yet.
     partitions: int = Field(default=6, ge=1)
@@ -148,6 +148,12 @@ class DecideSettings(_Section):
     #: Recorded in the model at training; a model's own values win when scoring.
     persistence_k: int = Field(default=1, ge=1)
     persistence_n: int = Field(default=1, ge=1)
+    #: Tag anomaly events whose window overlaps a maintenance period reported on
+    #: topics.feedback (maintenance_start … maintenance_end, or one maintenance
+    #: record; an open one tags until its end comes) with during_maintenance = true.
+    #: They are still published, same severity and id: consumers filter on the tag.
+    #: The scorer then follows topics.feedback (created if missing); off: never tagged.
+    tag_maintenance: bool = True
 
 
 class ScorerSettings(_Section):

@@ -7,6 +7,8 @@ otherwise. Severity comes from the ratio ``score / threshold``: ``warning``
 below ``high_ratio``, ``high`` below ``critical_ratio``, ``critical`` above.
 Events and score records carry the threshold that judged them. The top
 channels are those with the largest share of the window's reconstruction error.
+An event whose window overlaps a known maintenance period of its asset is tagged
+``during_maintenance`` (:mod:`stream_ae.decide.maintenance`), nothing else changes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stream_ae.decide.maintenance import MaintenancePeriods
 from stream_ae.decide.persistence import Persistence
 from stream_ae.decide.threshold import per_window
 from stream_ae.schemas import (
@@ -90,9 +93,12 @@ class Decider:
         *,
         now_ms: int,
         limits: float | np.ndarray | None = None,
+        maintenance: MaintenancePeriods | None = None,
     ) -> list[AnomalyEvent]:
         """One event per window whose score exceeds the threshold, in input order
-        (``limits``: :meth:`limits` of these windows, when already worked out)."""
+        (``limits``: :meth:`limits` of these windows, when already worked out).
+        ``maintenance``: the periods that tag an event ``during_maintenance``; they
+        live with the pipeline, not the decider, as they outlast a model swap."""
         if limits is None:
             limits = self.limits(windows)
         idx = np.flatnonzero(self.anomalous(scores, windows, limits))
@@ -126,6 +132,9 @@ class Decider:
                     ],
                     model_version=self.model_version,
                     detected_at=detected,
+                    during_maintenance=(
+                        maintenance is not None and maintenance.covers(asset, start, end)
+                    ),
                 )
             )
         return out

@@ -1,6 +1,7 @@
 """Warm-up re-baselining in the running scorer: a maintenance report on the feedback
 topic starts a new warm-up for its asset, from the reported time; garbage on that
-topic is skipped, never fatal."""
+topic is skipped, never fatal. An open maintenance tags its asset's anomaly events
+``during_maintenance`` (they are still published)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from harness import (
     Env,
     H,
     ScorerThread,
+    events_of,
     scores_of,
     simulator,
     stream_messages,
@@ -21,6 +23,7 @@ from harness import (
 
 from stream_ae.io.kafka import Admin, OutputProducer
 from stream_ae.schemas import FeedbackEvent
+from stream_ae.simulate import FaultSpec
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +42,16 @@ def test_maintenance_report_starts_a_new_warmup_for_its_asset_only(env: Env) -> 
     )
     maintained_until = STREAM_START + 300 * PERIOD_MS
     report = FeedbackEvent(asset_id="pump-002", kind="maintenance_end", start_ms=maintained_until)
+    # pump-005 goes into maintenance (never reported ended) and its readings go wild
+    opened = STREAM_START + 150 * PERIOD_MS
+    start = FeedbackEvent(asset_id="pump-005", kind="maintenance_start", start_ms=opened)
+    wild = FaultSpec("pump-005", "cavitation", STREAM_START + 200 * PERIOD_MS, 60, severity=2)
     p = OutputProducer(settings.kafka)
     p.send(settings.topics.feedback, b"{not a feedback record", key=b"pump-002")
     p.send(settings.topics.feedback, msgspec.json.encode(report), key=b"pump-002")
+    p.send(settings.topics.feedback, msgspec.json.encode(start), key=b"pump-005")
     p.flush()
-    msgs = stream_messages(simulator(), STEPS)
+    msgs = stream_messages(simulator([wild]), STEPS)
     env.produce(settings, msgs)
 
     scorer = ScorerThread(settings).start()
@@ -71,3 +79,8 @@ def test_maintenance_report_starts_a_new_warmup_for_its_asset_only(env: Env) -> 
         else:
             assert len(scored_in_new_warmup) == per_warmup, asset
     assert m.warmup_windows == 7 * per_warmup  # 6 start-up warm-ups and pump-002's second
+
+    events = events_of(settings)
+    tags = [(e.asset_id == "pump-005" and e.window_end_ms > opened) for e in events]
+    assert [e.during_maintenance for e in events] == tags
+    assert sum(tags) == m.events_during_maintenance > 0, "the maintenance's events are published"

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 from stream_ae.decide.events import Decider
 from stream_ae.pipeline import ModelBinding, Pipeline
-from stream_ae.schemas import DeadLetter
+from stream_ae.schemas import DeadLetter, FeedbackEvent
 from stream_ae.windowing import GridSpec
 
 P = 1000
@@ -76,6 +77,7 @@ def make(
     track_marks: bool = False,
     publish_scores: bool = False,
     idle_timeout_ms: int | None = None,
+    tag_maintenance: bool = True,
 ) -> tuple[Pipeline, MaxAbsScorer]:
     scorer = MaxAbsScorer()
     spec = GridSpec(period_ms=P, size=4, hop=2, lateness_ms=0, fill_limit=fill_limit, n_channels=2)
@@ -86,6 +88,7 @@ def make(
         idle_timeout_ms=idle_timeout_ms,
         publish_scores=publish_scores,
         track_marks=track_marks,
+        tag_maintenance=tag_maintenance,
     )
     return pipeline, scorer
 
@@ -189,6 +192,84 @@ def test_metrics_count_messages_readings_windows_events_and_dead_letters() -> No
     assert m.events == 2
     assert dict(m.dead_letters) == {"decode_error": 1, "late": 1}
     assert dict(m.unknown_channels) == {"zz": 1}
+
+
+# -- maintenance: events of windows overlapping a reported period are tagged ---------------
+# A spike at bucket 5 makes [2,6) and [4,8) anomalous.
+
+
+def maint(kind: str, start: int, end: int | None = None, asset: str = "p1") -> FeedbackEvent:
+    kw: dict[str, Any] = {"asset_id": asset, "kind": kind, "start_ms": ms(start)}
+    if end is not None:
+        kw["end_ms"] = ms(end)
+    return FeedbackEvent(**kw)
+
+
+def tagged(pipe: Pipeline, *feedback: FeedbackEvent) -> list[tuple[int, bool]]:
+    """(window start bucket, during_maintenance) of the events, feedback noted first."""
+    for f in feedback:
+        pipe.note_feedback(f)
+    out = pipe.step(series("p1", range(12), spike=5), now_ms=NOW)
+    return [((e.window_start_ms - T0) // P, e.during_maintenance) for e in out.events]
+
+
+def test_an_open_maintenance_tags_the_events_of_windows_ending_after_its_start() -> None:
+    pipe, _ = make()
+    # [2,6) ends where the maintenance starts: just outside
+    assert tagged(pipe, maint("maintenance_start", 6)) == [(2, False), (4, True)]
+    assert pipe.metrics.as_dict()["events_during_maintenance"] == 1
+    assert pipe.metrics.events == 2  # published all the same
+
+
+def test_a_closed_maintenance_tags_only_the_windows_overlapping_it() -> None:
+    pipe, _ = make()
+    closed = [maint("maintenance_start", 0), maint("maintenance_end", 4)]
+    # [4,8) starts where the maintenance ended: just outside
+    assert tagged(pipe, *closed) == [(2, True), (4, False)]
+
+
+def test_a_whole_maintenance_record_tags_like_a_start_and_an_end() -> None:
+    pipe, _ = make()
+    assert tagged(pipe, maint("maintenance", 6, 7)) == [(2, False), (4, True)]
+    assert pipe.metrics.events_during_maintenance == 1
+
+
+def test_an_end_without_a_start_and_other_assets_tag_nothing() -> None:
+    pipe, _ = make()
+    assert pipe.note_feedback(maint("maintenance_end", 4)) == "nothing_to_close"
+    other = maint("maintenance", 0, 12, asset="p2")
+    assert tagged(pipe, other, maint("false_alarm", 0, 12)) == [(2, False), (4, False)]
+    assert pipe.metrics.events_during_maintenance == 0
+
+
+def test_the_tag_changes_neither_the_event_id_nor_the_rest_of_the_event() -> None:
+    plain, _ = make()
+    untagged = plain.step(series("p1", range(12), spike=5), now_ms=NOW).events
+    pipe, _ = make()
+    pipe.note_feedback(maint("maintenance_start", 0))
+    events = pipe.step(series("p1", range(12), spike=5), now_ms=NOW).events
+    assert [e.during_maintenance for e in events] == [True, True]
+    assert [e.event_id for e in events] == [e.event_id for e in untagged]
+    assert [msgspec.structs.replace(e, during_maintenance=False) for e in events] == untagged
+    assert [e.severity for e in events] == [e.severity for e in untagged]
+
+
+def test_maintenance_outlasts_a_model_swap() -> None:
+    pipe, _ = make()
+    pipe.note_feedback(maint("maintenance_start", 6))
+    v2 = dataclasses.replace(pipe.model.decider, model_version="v2")
+    pipe.swap_model(dataclasses.replace(pipe.model, decider=v2))
+    out = pipe.step(series("p1", range(12), spike=5), now_ms=NOW)
+    assert [(e.model_version, e.during_maintenance) for e in out.events] == [
+        ("v2", False),
+        ("v2", True),
+    ]
+
+
+def test_no_tags_when_tagging_is_off() -> None:
+    pipe, _ = make(tag_maintenance=False)
+    assert pipe.note_feedback(maint("maintenance_start", 0)) is None
+    assert tagged(pipe) == [(2, False), (4, False)]
 
 
 # -- dead letters ----------------------------------------------------------------------------

@@ -112,12 +112,24 @@ def test_anomaly_event_json_matches_the_documented_shape() -> None:
         "top_channels",
         "model_version",
         "detected_at",
+        "during_maintenance",
     ]
     assert doc["schema_version"] == 1
+    assert doc["during_maintenance"] is False
     assert doc["top_channels"] == [
         {"channel": "vibration_rms", "share": 0.71},
         {"channel": "bearing_temp", "share": 0.12},
     ]
+
+
+def test_the_maintenance_tag_round_trips_and_an_older_event_decodes_untagged() -> None:
+    e = event(during_maintenance=True)
+    assert decode_event(encode(e)) == e
+    assert json.loads(encode(e))["during_maintenance"] is True
+    old = json.loads(encode(event()))
+    del old["during_maintenance"]  # written before the field existed
+    assert decode_event(json.dumps(old).encode()) == event()
+    assert decode_event(json.dumps(old).encode()).during_maintenance is False
 
 
 def test_decode_event_rejects_an_unknown_severity() -> None:
