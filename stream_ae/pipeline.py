@@ -248,8 +248,15 @@ class Pipeline:
             self.rebaseliner.note_gaps(gaps)  # before scoring: exact per window
         if len(windows):
             self._score(windows, out, now_ms)
-        if result.gaps:
-            q = quality_events(result.gaps, now_ms=now_ms, period_ms=self.model.spec.period_ms)
+        if result.gaps or result.alerts:
+            # an alert is a gap still open: no warm-up restarts until it closes (above)
+            q = quality_events(
+                result.gaps,
+                now_ms=now_ms,
+                period_ms=self.model.spec.period_ms,
+                alerts=result.alerts,
+                channels=self.channels,
+            )
             out.quality.extend(q)
             m.quality_events += len(q)
 

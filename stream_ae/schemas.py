@@ -110,11 +110,19 @@ def latent_records(
     ]
 
 
-DataQualityKind = Literal["gap", "silent_asset"]
+DataQualityKind = Literal[
+    "gap",  # [start_ms, end_ms) had no usable row (a channel missing beyond the fill limit)
+    "silent_asset",  # no reading since start_ms (= end_ms) for window.idle_timeout_ms
+    "channels_missing",  # a gap still open: [start_ms, end_ms) unusable so far; its "gap"
+    # event follows when the channels return
+]
 
 
 class DataQualityEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A gap in an asset's data (no window spans it) or an asset that went silent."""
+    """A gap in an asset's data (no window spans it), a gap that lasts (channels missing
+    while the others still arrive: the asset is not scored), or an asset that went
+    silent. ``event_id`` is a uuid5 of the kind, asset and times, so a replay of the
+    same readings republishes the same id."""
 
     schema_version: int = SCHEMA_VERSION
     event_id: str

@@ -105,8 +105,9 @@ def load_model(settings: Settings) -> LoadedModel:
 
 
 def model_grid(md: ArtifactMetadata, settings: Settings) -> GridSpec:
-    """A model's windowing: period, W and H from the artifact, lateness and gap
-    filling from the settings (the scorer's, and anything that windows like it)."""
+    """A model's windowing: period, W and H from the artifact, lateness, gap filling
+    and gap alerts from the settings (the scorer's, and anything that windows like it)."""
+    alert_ms = settings.window.gap_alert_ms
     return GridSpec(
         period_ms=md.sample_period_ms,
         size=md.window,
@@ -114,6 +115,7 @@ def model_grid(md: ArtifactMetadata, settings: Settings) -> GridSpec:
         lateness_ms=settings.window.allowed_lateness_ms,
         fill_limit=settings.window.fill_limit,
         n_channels=len(md.channels),
+        gap_alert=None if alert_ms is None else -(-alert_ms // md.sample_period_ms),
     )
 
 

@@ -101,6 +101,11 @@ class WindowSettings(_Section):
     fill_limit: int = Field(default=3, ge=0)
     #: An asset silent this long (wall clock) is reported and its open windows closed.
     idle_timeout_ms: int = Field(default=600_000, gt=0)
+    #: A gap (a channel missing beyond fill_limit) still open this long (event time,
+    #: rounded up to grid steps) is reported while it lasts, naming the missing channels:
+    #: the asset is not scored meanwhile. Unset (None) = one window of the model
+    #: (W x its sample period); 0 = off.
+    gap_alert_ms: int | None = Field(default=None, ge=0)
 
     @field_validator("hop")
     @classmethod

@@ -31,7 +31,7 @@ from stream_ae.schemas import (
     iso_ms,
 )
 from stream_ae.windowing import WindowBatch
-from stream_ae.windowing.windower import Gap
+from stream_ae.windowing.windower import Gap, GapAlert
 
 
 def severity_of(ratio: float, high_ratio: float, critical_ratio: float) -> Severity:
@@ -168,7 +168,16 @@ class Decider:
         ]
 
 
-def quality_events(gaps: Sequence[Gap], *, now_ms: int, period_ms: int) -> list[DataQualityEvent]:
+def quality_events(
+    gaps: Sequence[Gap],
+    *,
+    now_ms: int,
+    period_ms: int,
+    alerts: Sequence[GapAlert] = (),
+    channels: Sequence[str] = (),
+) -> list[DataQualityEvent]:
+    """Data-quality events: each gap or silence, then each alert (``channels``: the
+    model's channel names, which the alerts' channel indices refer to)."""
     detected = iso_ms(now_ms)
     out = []
     for g in gaps:
@@ -192,4 +201,27 @@ def quality_events(gaps: Sequence[Gap], *, now_ms: int, period_ms: int) -> list[
                 detected_at=detected,
             )
         )
+    out.extend(_alert_event(a, detected, period_ms, channels) for a in alerts)
     return out
+
+
+def _alert_event(
+    a: GapAlert, detected: str, period_ms: int, channels: Sequence[str]
+) -> DataQualityEvent:
+    """One per open gap: the id has no end, so it names the gap (a replay of the same
+    readings alerts the same gap at the same row anyway)."""
+    names = ", ".join(channels[c] if c < len(channels) else f"#{c}" for c in a.missing)
+    steps = (a.end_ms - a.start_ms) // period_ms
+    return DataQualityEvent(
+        event_id=event_id("channels_missing", a.asset_id, a.start_ms),
+        kind="channels_missing",
+        asset_id=a.asset_id,
+        start_ms=a.start_ms,
+        end_ms=a.end_ms,
+        detail=(
+            f"no usable row for {steps} grid steps and still none: no value within the "
+            f"fill limit for {names}. No window of this asset is scored until they return: "
+            "check the sensors, or retrain a model without these channels"
+        ),
+        detected_at=detected,
+    )

@@ -16,8 +16,18 @@ Rules (all in event time):
   ``[s, s + W)``; a window is emitted once all its rows are final and valid.
   Alignment on absolute buckets makes window identity (asset, start) independent
   of where a replay began, which is what makes event ids deterministic.
-* **Gaps.** Invalid rows after the asset once had a valid row form a gap; it is
-  reported (as a data-quality event) when data resumes or the asset goes silent.
+* **Gaps.** Consecutive invalid rows form a gap. It is reported (as a
+  data-quality event) when data resumes or the asset goes silent, if the asset
+  once had a valid row or the gap was alerted (below): an asset's first rows are
+  often incomplete for a moment (narrow readings assembling), which is no gap.
+* **Alerts.** A gap may never close: one dead sensor while the other channels
+  keep arriving leaves the asset unscored for as long as the sensor is dead. So
+  a gap still open ``gap_alert`` rows after its first row is alerted once, at
+  its first final invalid row *with readings* from then on, naming the channels
+  without a usable value in that row. Readings there show the asset is alive but
+  incomplete; a hole without readings alerts nothing (the gap event, when data
+  resumes, or the silence event covers it). Final rows are event time and
+  arrival order only, so a replay of the same readings alerts the same.
 * **Delivery.** :meth:`AssetGrid.min_pin` is the smallest source offset among the
   readings a future window may still need: pending rows, plus final rows from
   ``next_win - fill_limit`` (``closed - fill_limit`` between runs), valid or
@@ -28,6 +38,7 @@ Rules (all in event time):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,12 +54,28 @@ class GridSpec:
     lateness_ms: int
     fill_limit: int
     n_channels: int
+    #: rows a gap lasts before it is alerted while still open; None: one window (size);
+    #: 0: never
+    gap_alert: int | None = None
+
+    @property
+    def alert_after(self) -> int:
+        return self.size if self.gap_alert is None else self.gap_alert
 
     def closed_bound(self, max_ts: int) -> int:
         return (max_ts - self.lateness_ms) // self.period_ms
 
     def first_window_at_or_after(self, bucket: int) -> int:
         return -(-bucket // self.hop) * self.hop
+
+
+class Alert(NamedTuple):
+    """A gap still open: rows [start, end) invalid so far (buckets); ``missing``: the
+    channels (indices) without a usable value in row ``end - 1``."""
+
+    start: int
+    end: int
+    missing: tuple[int, ...]
 
 
 @dataclass
@@ -58,6 +85,7 @@ class Emitted:
     window_starts: list[int] = field(default_factory=list)  # buckets
     window_values: list[np.ndarray] = field(default_factory=list)  # each (W, C) float32
     gaps: list[tuple[int, int]] = field(default_factory=list)  # [start, end) buckets
+    alerts: list[Alert] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +133,7 @@ class AssetGrid:
         self.next_win = _FAR_PAST
         self.ever_valid = False
         self.gap_start: int | None = None
+        self.gap_alerted = False
         self.acct = Accounting()
 
     # -- input ---------------------------------------------------------------------------
@@ -134,9 +163,7 @@ class AssetGrid:
         if len(self.p_buckets):
             self._finalize(int(self.p_buckets[-1]) + 1, out)
         self._end_run(out)
-        if self.gap_start is not None:
-            out.gaps.append((self.gap_start, self.closed))
-            self.gap_start = None
+        self._close_gap(self.closed, out)
         self.history.clear()  # no window will come: nothing is pinned
 
     def min_pin(self) -> int:
@@ -293,20 +320,45 @@ class AssetGrid:
                 self._append_valid(start + a, rows[a:b], counts[a:b], out)
             else:
                 self._invalid(start + a, start + b, int(counts[a:b].sum()), out)
+                if not self.gap_alerted:
+                    self._alert(start + a, counts[a:b], ok[a + 1 : b + 1], out)
 
     def _invalid(self, start: int, end: int, readings: int, out: Emitted) -> None:
         self.acct.incomplete += readings
         self._end_run(out)
-        if self.ever_valid and self.gap_start is None:
+        if self.gap_start is None:
             self.gap_start = start
+            self.gap_alerted = False
+
+    def _alert(self, start: int, counts: np.ndarray, usable: np.ndarray, out: Emitted) -> None:
+        """Alert the open gap at its first row from ``gap_start + alert_after - 1`` on
+        that has readings, if one is among these invalid rows ``[start, start + n)``
+        (``counts``: readings per row, ``usable``: (n, C) channel has a usable value)."""
+        after = self.spec.alert_after
+        if after == 0 or self.gap_start is None:
+            return
+        skip = max(self.gap_start + after - 1 - start, 0)
+        hits = np.flatnonzero(counts[skip:])
+        if not len(hits):
+            return
+        i = skip + int(hits[0])
+        missing = tuple(np.flatnonzero(~usable[i]).tolist())
+        out.alerts.append(Alert(self.gap_start, start + i + 1, missing))
+        self.gap_alerted = True
+
+    def _close_gap(self, end: int, out: Emitted) -> None:
+        if self.gap_start is None:
+            return
+        if self.ever_valid or self.gap_alerted:
+            out.gaps.append((self.gap_start, end))
+        self.gap_start = None
+        self.gap_alerted = False
 
     # -- runs and windows ------------------------------------------------------------------
 
     def _append_valid(self, start: int, rows: np.ndarray, counts: np.ndarray, out: Emitted) -> None:
         spec = self.spec
-        if self.gap_start is not None:
-            out.gaps.append((self.gap_start, start))
-            self.gap_start = None
+        self._close_gap(start, out)
         self.ever_valid = True
         if self.run_len == 0:
             self.run_start = start

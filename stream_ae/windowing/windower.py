@@ -58,11 +58,25 @@ class Gap:
     partition: int = 0
 
 
+@dataclass(frozen=True)
+class GapAlert:
+    """A gap still open after ``GridSpec.alert_after`` rows (see :mod:`.asset_grid`):
+    ``[start_ms, end_ms)`` had no usable row when it fired. Not a closed gap: the
+    asset's :class:`Gap` still comes when data resumes or the asset goes silent."""
+
+    asset_id: str
+    start_ms: int
+    end_ms: int
+    missing: tuple[int, ...]  # channel indices without a usable value at end_ms - P
+    partition: int = 0
+
+
 @dataclass
 class StepResult:
     windows: WindowBatch
     late: np.ndarray  # indices into the readings given to process(), bool mask (N,)
     gaps: list[Gap] = field(default_factory=list)
+    alerts: list[GapAlert] = field(default_factory=list)
 
 
 class Windower:
@@ -89,7 +103,8 @@ class Windower:
         *,
         now_ms: int,
     ) -> StepResult:
-        """Feed N readings (in arrival order) → windows now complete, late mask, gaps.
+        """Feed N readings (in arrival order) → windows now complete, late mask, gaps,
+        gap alerts.
 
         ``values`` is ``(N, C)`` with NaN for channels a reading did not carry;
         ``offsets`` are the source offsets (used as delivery pins).
@@ -123,7 +138,9 @@ class Windower:
             out = Emitted()
             late[sel] = grid.add(ts, values[sel], offsets[sel], out)
             collected.append((key, out))
-        return StepResult(self._batch(collected), late, self._gaps(collected))
+        return StepResult(
+            self._batch(collected), late, self._gaps(collected), self._alerts(collected)
+        )
 
     def sweep_idle(self, now_ms: int) -> StepResult:
         """Close assets silent (wall clock) for longer than the idle timeout."""
@@ -190,7 +207,12 @@ class Windower:
                     Gap(key[1], grid.max_ts, grid.max_ts, silent=True, partition=key[0])
                 )
         late = np.zeros(0, bool)
-        return StepResult(self._batch(collected), late, self._gaps(collected) + silences)
+        return StepResult(
+            self._batch(collected),
+            late,
+            self._gaps(collected) + silences,
+            self._alerts(collected),
+        )
 
     def _gaps(self, collected: list[tuple[tuple[int, str], Emitted]]) -> list[Gap]:
         p = self.spec.period_ms
@@ -198,6 +220,14 @@ class Windower:
             Gap(key[1], a * p, b * p, partition=key[0])
             for key, out in collected
             for a, b in out.gaps
+        ]
+
+    def _alerts(self, collected: list[tuple[tuple[int, str], Emitted]]) -> list[GapAlert]:
+        p = self.spec.period_ms
+        return [
+            GapAlert(key[1], a.start * p, a.end * p, a.missing, partition=key[0])
+            for key, out in collected
+            for a in out.alerts
         ]
 
     def _batch(self, collected: list[tuple[tuple[int, str], Emitted]]) -> WindowBatch:

@@ -431,6 +431,46 @@ def test_gap_becomes_a_quality_event() -> None:
     assert pipe.metrics.quality_events == 1
 
 
+def dead_b(asset: str, buckets: range, *, first_off: int = 0) -> list[Msg]:
+    """Wide messages without channel b (its sensor is dead), consecutive offsets."""
+    return [Msg(wide(asset, k, 1.0, None), 0, first_off + i) for i, k in enumerate(buckets)]
+
+
+def test_a_dead_channel_is_reported_by_name_while_it_lasts() -> None:
+    pipe, _ = make()  # alert after one window (4 steps)
+    out = pipe.step(dead_b("p1", range(50)), now_ms=NOW)
+    assert out.windows == 0
+    (q,) = out.quality
+    assert (q.kind, q.asset_id, q.start_ms, q.end_ms) == ("channels_missing", "p1", ms(0), ms(4))
+    assert "no value within the fill limit for b. No window of this asset is scored" in q.detail
+    assert pipe.metrics.quality_events == 1
+    # a replay of the same readings (other batches) republishes the same event
+    again, _ = make()
+    replayed = [
+        e
+        for part in (range(0, 3), range(3, 50))
+        for e in again.step(dead_b("p1", part, first_off=part.start), now_ms=NOW + 5000).quality
+    ]
+    assert [(e.event_id, e.end_ms) for e in replayed] == [(q.event_id, q.end_ms)]
+    # b is back: the gap itself is reported
+    back = pipe.step(series("p1", range(50, 56), first_off=50), now_ms=NOW)
+    assert [(e.kind, e.start_ms, e.end_ms) for e in back.quality] == [("gap", ms(0), ms(50))]
+
+
+def test_an_open_gap_alert_does_not_restart_the_warmup() -> None:
+    pipe, _ = make_rebaselined()
+    pipe.step(series("p1", range(12)), now_ms=NOW)
+    out = pipe.step(dead_b("p1", range(12, 30), first_off=12), now_ms=NOW)
+    assert [e.kind for e in out.quality] == ["channels_missing"]
+    assert pipe.rebaseliner is not None
+    state = pipe.rebaseliner.snapshot((0, "p1"))
+    assert state is not None and state.restart_at_ms is None
+    back = pipe.step(series("p1", range(30, 36), first_off=30), now_ms=NOW)
+    assert [e.kind for e in back.quality] == ["gap"]
+    state = pipe.rebaseliner.snapshot((0, "p1"))
+    assert state is not None and state.warmup_start_ms == ms(30)
+
+
 def test_tick_closes_silent_assets_after_the_idle_timeout() -> None:
     pipe, _ = make(idle_timeout_ms=60_000)
     pipe.step(series("p1", range(6)), now_ms=NOW)

@@ -57,6 +57,20 @@ def test_defaults_without_any_source() -> None:
     assert s.model.path == Path("artifacts")
 
 
+def test_gap_alert_is_one_model_window_by_default_else_whole_grid_steps() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from stream_ae.service import model_grid
+
+    md = cast(Any, SimpleNamespace(sample_period_ms=500, window=32, hop=8, channels=["a", "b"]))
+    assert load_settings().window.gap_alert_ms is None
+    assert model_grid(md, load_settings()).alert_after == 32  # the model's W, not window.size
+    assert model_grid(md, load_settings(overrides=["window.gap_alert_ms=1200"])).alert_after == 3
+    assert model_grid(md, load_settings(overrides=["window.gap_alert_ms=0"])).alert_after == 0
+    assert "window.gap_alert_ms" in config_error(overrides=["window.gap_alert_ms=-1"])
+
+
 def test_dead_letter_topic_defaults_to_readings_dot_dlq() -> None:
     assert load_settings().topics.dead_letter_topic == "sensors.readings.dlq"
     moved = load_settings(overrides=["topics.readings=plant.raw"])

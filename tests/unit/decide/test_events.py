@@ -9,7 +9,7 @@ import pytest
 
 from stream_ae.decide.events import Decider, quality_events, severity_of
 from stream_ae.windowing import WindowBatch
-from stream_ae.windowing.windower import Gap
+from stream_ae.windowing.windower import Gap, GapAlert
 
 CHANNELS = ["vibration_rms", "bearing_temp", "pressure", "flow"]
 # README example: window [18:58:56, 19:00:00), detected 19:00:05.120
@@ -191,3 +191,17 @@ def test_quality_event_ids_differ_by_kind_and_bounds() -> None:
     )
     assert len({q.event_id for q in qs}) == 4
     assert quality_events([], now_ms=NOW, period_ms=1000) == []
+
+
+def test_channels_missing_event_names_the_channels_and_what_to_do() -> None:
+    alert = GapAlert("pump-3", 10_000, 74_000, (1, 3))
+    (q,) = quality_events([], now_ms=NOW, period_ms=1000, alerts=[alert], channels=CHANNELS)
+    assert q.kind == "channels_missing"
+    assert (q.asset_id, q.start_ms, q.end_ms) == ("pump-3", 10_000, 74_000)
+    assert q.detail == (
+        "no usable row for 64 grid steps and still none: no value within the fill limit for "
+        "bearing_temp, flow. No window of this asset is scored until they return: check the "
+        "sensors, or retrain a model without these channels"
+    )
+    # one id per open gap: its asset and first row
+    assert q.event_id == str(uuid.uuid5(NAMESPACE, "channels_missing|pump-3|10000"))

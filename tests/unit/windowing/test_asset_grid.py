@@ -1,4 +1,5 @@
-"""AssetGrid, one asset at a time, against hand-computed rows, windows, gaps and pins."""
+"""AssetGrid, one asset at a time, against hand-computed rows, windows, gaps, alerts
+and pins."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from stream_ae.windowing.asset_grid import NO_PIN, AssetGrid, Emitted, GridSpec
+from stream_ae.windowing.asset_grid import NO_PIN, Alert, AssetGrid, Emitted, GridSpec
 
 P = 1000
 NAN = float("nan")
@@ -17,7 +18,13 @@ Reading = tuple[int, Sequence[float]]  # (ts_ms, values); NaN = channel not carr
 
 
 def spec(
-    *, size: int = 4, hop: int = 2, lateness: int = 0, fill: int = 1, channels: int = 2
+    *,
+    size: int = 4,
+    hop: int = 2,
+    lateness: int = 0,
+    fill: int = 1,
+    channels: int = 2,
+    alert: int | None = None,
 ) -> GridSpec:
     return GridSpec(
         period_ms=P,
@@ -26,6 +33,7 @@ def spec(
         lateness_ms=lateness,
         fill_limit=fill,
         n_channels=channels,
+        gap_alert=alert,
     )
 
 
@@ -38,6 +46,7 @@ class Feeder:
         self.offset = 0
         self.windows: dict[int, np.ndarray] = {}  # start bucket -> (W, C)
         self.gaps: list[tuple[int, int]] = []
+        self.alerts: list[Alert] = []
         self.given = 0
 
     def _collect(self, out: Emitted) -> tuple[list[int], list[tuple[int, int]]]:
@@ -47,6 +56,7 @@ class Feeder:
             assert v.dtype == np.float32
             self.windows[s] = v
         self.gaps.extend(out.gaps)
+        self.alerts.extend(out.alerts)
         return list(out.window_starts), list(out.gaps)
 
     def add(self, readings: Sequence[Reading]) -> tuple[list[bool], list[int]]:
@@ -349,6 +359,117 @@ def test_long_jump_is_one_gap_and_allocates_little() -> None:
     assert f.rows(day) == rows_of(range(day, day + 4), ch=8)
     assert f.grid is not None
     assert len(f.grid.run_vals) < 1000
+
+
+# -- gap alerts ----------------------------------------------------------------------------------
+
+
+def without(channel: int, buckets: Sequence[int], *, ch: int = 2) -> list[Reading]:
+    """Like :func:`wide`, with ``channel`` not carried."""
+    return [
+        (ts, [NAN if c == channel else v for c, v in enumerate(vals)])
+        for ts, vals in wide(buckets, ch=ch)
+    ]
+
+
+def test_open_gap_is_alerted_once_when_it_has_lasted_the_span() -> None:
+    f = Feeder(spec(size=4, hop=2, fill=1, alert=5))
+    f.add(wide(range(6)))
+    # b's last value is at row 5: row 6 filled, rows 7.. invalid; row 11 is the 5th
+    for b in range(6, 12):
+        f.add(without(1, [b]))
+    assert f.alerts == []  # rows up to 10 final
+    f.add(without(1, [12]))  # row 11 final
+    assert f.alerts == [Alert(7, 12, (1,))]
+    f.add(without(1, range(13, 40)))
+    assert f.alerts == [Alert(7, 12, (1,))]  # once per gap
+    assert f.gaps == []  # still open
+    f.add(wide(range(40, 44)))
+    assert f.gaps == [(7, 40)]  # the gap itself when data resumes
+    assert f.alerts == [Alert(7, 12, (1,))]
+
+
+def test_alert_names_only_the_channels_without_a_usable_value() -> None:
+    f = Feeder(spec(size=4, hop=2, fill=1, channels=4, alert=6))
+    f.add(wide(range(6), ch=4))
+    # b (1) stops after row 5, d (3) after row 8; a and c keep arriving
+    rows = [
+        (b * P + 250, [float(b), NAN, b + 0.25, b + 0.375 if b < 9 else NAN]) for b in range(6, 20)
+    ]
+    f.add(rows)
+    # the gap opens at row 7 (b's fill ends); at row 12 d is 4 rows old, beyond fill 1
+    assert f.alerts == [Alert(7, 13, (1, 3))]
+
+
+def test_never_valid_asset_is_alerted_and_its_gap_reported() -> None:
+    f = Feeder(spec(size=4, hop=2, fill=1))  # alert after one window: 4 rows
+    f.add(without(1, range(10)))  # b never seen
+    assert f.alerts == [Alert(0, 4, (1,))]
+    assert f.windows == {} and f.gaps == []
+    f.add(wide(range(10, 16)))
+    assert f.gaps == [(0, 10)]
+    assert sorted(f.windows) == [10]
+
+
+def test_never_valid_asset_gap_on_flush_once_alerted() -> None:
+    f = Feeder(spec(size=4, hop=2, fill=1, alert=3))
+    f.add(without(1, range(6)))
+    assert f.alerts == [Alert(0, 3, (1,))]
+    f.flush()  # the asset went silent
+    assert f.gaps == [(0, 6)]
+
+
+def test_gap_shorter_than_the_span_is_not_alerted() -> None:
+    f = Feeder(spec(size=4, hop=2, fill=1, alert=5))
+    f.add(wide(range(6)))
+    f.add(without(1, range(6, 11)))  # rows 7..10 invalid: 4 rows
+    f.add(wide(range(11, 16)))
+    assert f.gaps == [(7, 11)]
+    assert f.alerts == []
+
+
+def test_short_incomplete_start_is_neither_alerted_nor_a_gap() -> None:
+    f = Feeder(spec(size=4, hop=2, fill=0, alert=3))
+    f.add([(0, [1.0, NAN]), (1000, [2.0, NAN]), *wide(range(2, 10))])
+    f.flush()
+    assert (f.alerts, f.gaps) == ([], [])
+
+
+def test_hole_without_readings_is_not_alerted() -> None:
+    # the whole asset was quiet: the gap (or the silence) reports it, not an alert
+    f = Feeder(spec(size=4, hop=2, fill=1, alert=3))
+    f.add(wide(range(5)))
+    f.add(wide(range(30, 36)))
+    assert f.gaps == [(6, 30)]
+    assert f.alerts == []
+
+
+def test_hole_then_incomplete_rows_alert_at_the_first_row_with_readings() -> None:
+    f = Feeder(spec(size=4, hop=2, fill=1, alert=3))
+    f.add(wide(range(5)))
+    f.add(without(1, range(30, 36)))  # back after a hole, b still missing
+    assert f.alerts == [Alert(6, 31, (1,))]
+    assert f.gaps == []
+
+
+def test_alert_off() -> None:
+    f = Feeder(spec(size=4, hop=2, fill=1, alert=0))
+    f.add(without(1, range(50)))
+    f.flush()
+    assert (f.alerts, f.gaps) == ([], [])
+
+
+@pytest.mark.parametrize("lateness", [0, 3000])
+def test_alert_is_the_same_however_the_readings_are_batched(lateness: int) -> None:
+    readings = [*wide(range(6)), *without(1, range(6, 30)), *wide(range(30, 40))]
+    whole = Feeder(spec(fill=1, lateness=lateness, alert=5))
+    whole.add(readings)
+    whole.flush()
+    assert whole.alerts == [Alert(7, 12, (1,))]
+    replayed = Feeder(spec(fill=1, lateness=lateness, alert=5))
+    replayed.one_by_one(readings)
+    replayed.flush()
+    assert (replayed.alerts, replayed.gaps) == (whole.alerts, whole.gaps)
 
 
 # -- accounting -----------------------------------------------------------------------------------

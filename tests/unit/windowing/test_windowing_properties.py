@@ -1,6 +1,6 @@
 """Properties of the Windower on random streams (fixed seeds; numpy's Generator, no hypothesis).
 
-* batching does not change results (windows, late mask, gaps, accounting);
+* batching does not change results (windows, late mask, gaps, gap alerts, accounting);
 * ``committable`` never passes a reading that a window not yet emitted needs;
 * crash → replay from ``committable`` → the union of both runs' windows is the
   uninterrupted run's windows;
@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 
 from stream_ae.windowing import GridSpec, StepResult, Windower
-from stream_ae.windowing.windower import Gap
+from stream_ae.windowing.windower import Gap, GapAlert
 
 P = 1000
 C = 3
-SPEC = GridSpec(period_ms=P, size=8, hop=4, lateness_ms=3000, fill_limit=2, n_channels=C)
+# gap alerts after 2 rows: the streams' dead channels (1..5 rows) alert now and then
+SPEC = GridSpec(
+    period_ms=P, size=8, hop=4, lateness_ms=3000, fill_limit=2, n_channels=C, gap_alert=2
+)
 
 WindowKey = tuple[int, str, int]  # partition, asset, start_ms
 
@@ -121,6 +124,7 @@ class Run:
     windows: dict[WindowKey, bytes] = field(default_factory=dict)
     late: list[bool] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    alerts: list[GapAlert] = field(default_factory=list)
     given: int = 0
 
     def collect(self, r: StepResult) -> None:
@@ -135,6 +139,7 @@ class Run:
             self.windows[key] = wb.values[i].tobytes()
         self.late.extend(r.late.tolist())
         self.gaps.extend(r.gaps)
+        self.alerts.extend(r.alerts)
 
     def feed(self, s: Stream) -> None:
         self.given += len(s)
@@ -173,6 +178,11 @@ def test_batching_does_not_change_results(seed: int) -> None:
     reference = run_batches(stream, [np.arange(n)])
     assert len(reference.windows) > 100
     assert 0 < sum(reference.late) < n
+    assert len(reference.alerts) > 3
+    # every alerted gap is reported once it closes (here at the latest by the flush)
+    closed = {(g.partition, g.asset_id, g.start_ms): g.end_ms for g in reference.gaps}
+    for a in reference.alerts:
+        assert closed[(a.partition, a.asset_id, a.start_ms)] >= a.end_ms
     splits = [
         split(n, rng, 3),
         split(n, rng, 40),
@@ -184,6 +194,7 @@ def test_batching_does_not_change_results(seed: int) -> None:
         assert run.windows == reference.windows
         assert run.late == reference.late
         assert sorted(run.gaps, key=repr) == sorted(reference.gaps, key=repr)
+        assert sorted(run.alerts, key=repr) == sorted(reference.alerts, key=repr)
         assert acct_tuple(run.windower) == acct_tuple(reference.windower)
 
 
