@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from stream_ae.decode import parse_ts
-from stream_ae.errors import DataError
+from stream_ae.decode import _Reject, parse_ts
+from stream_ae.errors import ConfigError, DataError
 from stream_ae.settings import Settings
 from stream_ae.windowing import GridSpec, WindowBatch, Windower
 from stream_ae.windowing.windower import Gap
@@ -73,54 +73,64 @@ def read_csv(
     label_column: str = "anomaly",
     changepoint_column: str = "changepoint",
     default_asset: str | None = None,
+    require_labels: bool = False,
 ) -> Readings:
     """Read a CSV of readings: a time column (ISO-8601, zone assumed UTC when absent,
     or epoch ms), an optional asset column, numeric channel columns, an optional 0/1
-    label column. Rows may come in any order (windowing sorts them by time)."""
+    label column (required with ``require_labels``). Rows may come in any order
+    (windowing sorts them by time).
+
+    The file is UTF-8, with or without the byte-order mark Excel writes ("CSV UTF-8"):
+    read as plain UTF-8 the mark would stick to the first column's name."""
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist")
-    with path.open(newline="") as f:
-        reader = csv.reader(f, delimiter=sep)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise DataError(f"{path}: the file is empty") from None
-        tcol, chans = _columns(
-            path, header, channels, time_column, asset_column, label_column, changepoint_column
-        )
-        ti = header.index(tcol)
-        ai = header.index(asset_column) if asset_column in header else None
-        li = header.index(label_column) if label_column in header else None
-        ci = [header.index(c) for c in chans]
-        asset_default = default_asset or path.stem
-        assets: list[str] = []
-        stamps: list[int] = []
-        rows: list[list[float]] = []
-        labels: list[int] = []
-        cpi = header.index(changepoint_column) if changepoint_column in header else None
-        cps: list[int] = []
-        for lineno, rec in enumerate(reader, start=2):
-            if not rec:
-                continue
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=sep)
             try:
-                ts = _csv_ts(rec[ti].strip())
-                row = [float(rec[i]) if rec[i].strip() else np.nan for i in ci]
-                if any(math.isinf(v) for v in row) or any(
-                    rec[i].strip().lower() == "nan" for i in ci
-                ):
-                    raise ValueError("a channel value is not finite (leave the cell empty)")
-                asset = rec[ai] if ai is not None else asset_default
-                label = int(float(rec[li] or 0)) if li is not None else 0
-                cp = int(float(rec[cpi] or 0)) if cpi is not None else 0
-            except Exception as exc:
-                raise DataError(f"{path}, line {lineno}: cannot parse ({exc})") from None
-            rows.append(row)
-            stamps.append(ts)
-            assets.append(asset)
-            if li is not None:
-                labels.append(label)
-            if cpi is not None:
-                cps.append(cp)
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise DataError(f"{path}: the file is empty") from None
+            tcol, chans = _columns(
+                path, header, channels, time_column, asset_column, label_column, changepoint_column
+            )
+            if require_labels:
+                _require_label(path, header, label_column)
+            ti = header.index(tcol)
+            ai = header.index(asset_column) if asset_column in header else None
+            li = header.index(label_column) if label_column in header else None
+            ci = [header.index(c) for c in chans]
+            asset_default = default_asset or path.stem
+            assets: list[str] = []
+            stamps: list[int] = []
+            rows: list[list[float]] = []
+            labels: list[int] = []
+            cpi = header.index(changepoint_column) if changepoint_column in header else None
+            cps: list[int] = []
+            for lineno, rec in enumerate(reader, start=2):
+                if not rec:
+                    continue
+                try:
+                    ts = _csv_ts(rec[ti].strip())
+                    row = [float(rec[i]) if rec[i].strip() else np.nan for i in ci]
+                    if any(math.isinf(v) for v in row) or any(
+                        rec[i].strip().lower() == "nan" for i in ci
+                    ):
+                        raise ValueError("a channel value is not finite (leave the cell empty)")
+                    asset = rec[ai] if ai is not None else asset_default
+                    label = int(float(rec[li] or 0)) if li is not None else 0
+                    cp = int(float(rec[cpi] or 0)) if cpi is not None else 0
+                except Exception as exc:
+                    raise DataError(f"{path}, line {lineno}: cannot parse ({exc})") from None
+                rows.append(row)
+                stamps.append(ts)
+                assets.append(asset)
+                if li is not None:
+                    labels.append(label)
+                if cpi is not None:
+                    cps.append(cp)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
     if not rows:
         raise DataError(f"{path}: no data rows")
     return Readings(
@@ -130,6 +140,17 @@ def read_csv(
         chans,
         np.array(labels, np.int8) if li is not None else None,
         np.array(cps, np.int8) if cpi is not None else None,
+    )
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
+    """The decode error with its line: the text reader decodes ahead in blocks, so the
+    line the CSV reader had reached says nothing; the bytes before the bad one do."""
+    line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+    return DataError(
+        f"{path}, line {line}: not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r}"
+        f" at offset {exc.start}: {exc.reason})",
+        hint="save it as UTF-8, e.g. Excel's 'CSV UTF-8', or `iconv -f latin1 -t utf-8`",
     )
 
 
@@ -163,6 +184,16 @@ def _columns(
     return tcol, chans
 
 
+def _require_label(path: Path, header: list[str], label_column: str) -> None:
+    """A missing label column would count every reading as normal, and a backtest
+    would then report numbers that mean nothing: refuse, with the columns found."""
+    if label_column not in header:
+        raise DataError(
+            f"{path}: no label column {label_column!r} (columns found: {', '.join(header)})",
+            hint="name the 0/1 label column with --label-column",
+        )
+
+
 def _csv_ts(text: str) -> int:
     """Epoch ms digits, or ISO-8601 (a space may separate date and time; no zone = UTC)."""
     if text.lstrip("-").isdigit():
@@ -182,6 +213,7 @@ def read_parquet(
     label_column: str = "anomaly",
     changepoint_column: str = "changepoint",
     default_asset: str | None = None,
+    require_labels: bool = False,
 ) -> Readings:
     """Read a Parquet file of readings, with :func:`read_csv`'s columns and meaning.
 
@@ -207,6 +239,8 @@ def read_parquet(
     tcol, chans = _columns(
         path, header, channels, time_column, asset_column, label_column, changepoint_column
     )
+    if require_labels:
+        _require_label(path, header, label_column)
     optional = [c for c in (asset_column, label_column, changepoint_column) if c in header]
     wanted = list(dict.fromkeys([tcol, *chans, *optional]))
     try:
@@ -353,6 +387,7 @@ def read_readings(
     label_column: str = "anomaly",
     changepoint_column: str = "changepoint",
     default_asset: str | None = None,
+    require_labels: bool = False,
 ) -> Readings:
     """Readings from a CSV file (``.csv``), a Parquet file (``.parquet``, ``.pq``) or a
     folder of them, concatenated in name order.
@@ -360,7 +395,8 @@ def read_readings(
     In a folder, each file without an asset column is its own asset (the file's
     stem, unless ``default_asset``); without ``channels`` every file must have the
     same channel columns. When only some files have a label (changepoint) column,
-    the others count as 0, as an empty CSV cell does."""
+    the others count as 0, as an empty CSV cell does (with ``require_labels`` every
+    file must have one)."""
     parts: list[Readings] = []
     kw: dict[str, Any] = {
         "channels": channels,
@@ -369,6 +405,7 @@ def read_readings(
         "label_column": label_column,
         "changepoint_column": changepoint_column,
         "default_asset": default_asset,
+        "require_labels": require_labels,
     }
     for f in input_files(path):
         suffix = f.suffix.lower()
@@ -458,8 +495,8 @@ def read_topic(
     from stream_ae.decode import ReadingDecoder
     from stream_ae.io.kafka import read_range
 
-    start_ms = parse_ts(start)
-    end_ms = parse_ts(end) if end else None
+    start_ms = _flag_time("--from", start)
+    end_ms = _flag_time("--to", end) if end else None
     if not channels:
         raise DataError(
             "training from a topic needs the channel list",
@@ -482,6 +519,21 @@ def read_topic(
         assets, np.concatenate(stamps), np.concatenate(values), list(channels), None
     )
     return readings, f"{topic} [{start}, {end or 'now'})"
+
+
+def _flag_time(flag: str, text: str) -> int:
+    """A command-line time (``--from``/``--to``) as epoch ms, or a :class:`ConfigError`
+    naming the flag (``parse_ts`` raises the decoder's internal rejection)."""
+    given = text.strip()
+    if given.lstrip("-").isdigit():
+        return int(given)  # epoch ms, as the error below offers
+    try:
+        return parse_ts(given)
+    except _Reject as exc:
+        raise ConfigError(
+            f"{flag} {text!r} {exc.error.removeprefix(f'ts {given!r} ')}",
+            hint=f"give an ISO-8601 time with a zone, e.g. {flag} 2026-01-01T00:00:00Z",
+        ) from None
 
 
 def readings_from_arrays(

@@ -12,9 +12,13 @@ typed objects; nothing below the CLI reads ``os.environ``. Secrets are
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -23,18 +27,44 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from stream_ae.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CONFIG_FILE = Path("config/stream_ae.toml")
+ENV_PREFIX = "STREAM_AE_"
+#: ``STREAM_AE_*`` variables that are read outside the settings tree (never warned
+#: about as misspelt settings): the settings file (:func:`load_settings`), the SKAB
+#: folder (tests/conftest.py) and the test broker (tests/integration/conftest.py)
+NOT_SETTINGS = {"STREAM_AE_CONFIG", "STREAM_AE_SKAB_DIR", "STREAM_AE_TEST_BOOTSTRAP"}
+
+#: words that make a (librdkafka) property a secret, e.g. sasl.oauthbearer.client.secret,
+#: ssl.key.pem, ssl.keystore.password; and properties that may embed one
+_SECRET_WORDS = ("secret", "password", "pem", "token")
+_SECRET_PROPERTIES = {"sasl.oauthbearer.config", "sasl.jaas.config"}
+MASK = "**********"
+
+
+def is_secret_property(name: str) -> bool:
+    """True for a property (or settings field path) whose value must never be shown."""
+    low = name.lower()
+    return low in _SECRET_PROPERTIES or any(word in low for word in _SECRET_WORDS)
+
+
+def masked(props: dict[str, str]) -> dict[str, str]:
+    """``props`` with the values of secret-like keys replaced by a mask."""
+    return {k: (MASK if is_secret_property(k) else v) for k, v in props.items()}
 
 
 class _Section(BaseModel):
@@ -58,6 +88,19 @@ class KafkaSettings(_Section):
     #: e.g. ``{"socket.timeout.ms": "10000"}``.
     extra: dict[str, str] = Field(default_factory=dict)
     connect_attempts: int = Field(default=10, ge=1)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """``extra`` may hold secrets (``sasl.oauthbearer.client.secret``,
+        ``ssl.key.pem``): plain strings, not ``SecretStr``, as librdkafka takes any
+        property there. ``repr`` and ``str`` mask them as they mask the named secrets."""
+        for name, value in super().__repr_args__():
+            yield name, masked(value) if name == "extra" else value
+
+    @field_serializer("extra", when_used="json")
+    def _mask_extra(self, extra: dict[str, str]) -> dict[str, str]:
+        """JSON dumps mask ``extra``'s secrets, as they mask ``SecretStr`` fields; a
+        Python dump keeps them (the --via-kafka scorer child is configured from one)."""
+        return masked(extra)
 
 
 class TopicSettings(_Section):
@@ -349,9 +392,7 @@ def format_validation_error(exc: ValidationError, *, source: str = "settings") -
         field = ".".join(str(p) for p in err["loc"]) or "(root)"
         given = err.get("input")
         shown = "" if isinstance(given, dict) or given is None else f" = {given!r}"
-        if err["type"] == "extra_forbidden" or any(
-            word in field for word in ("password", "secret", "token")
-        ):
+        if err["type"] == "extra_forbidden" or is_secret_property(field):
             shown = ""  # never echo what may be a secret typed into the wrong field
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {field}{shown}: {msg}")
@@ -379,6 +420,7 @@ def load_settings(
     if path is None and DEFAULT_CONFIG_FILE.is_file():
         path = DEFAULT_CONFIG_FILE
     init = _merge(_drop_none(flags or {}), _nest(overrides))
+    _warn_unknown_env(os.environ)
     bound = type(
         "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
     )
@@ -388,8 +430,96 @@ def load_settings(
     except ValidationError as exc:
         where = f"settings (file {path}, STREAM_AE_* variables, flags)" if path else "settings"
         raise ConfigError(format_validation_error(exc, source=where)) from None
-    except ValueError as exc:  # e.g. malformed TOML
+    except ValueError as exc:  # e.g. malformed TOML, or JSON in a variable
+        if isinstance(exc, SettingsError) and "EnvSettingsSource" in str(exc):
+            raise _env_json_error(exc, os.environ) from None
         raise ConfigError(f"cannot read settings file {path}: {exc}") from None
+
+
+def _is_complex(annotation: Any) -> bool:
+    """Whether pydantic-settings reads an environment variable for a field of this
+    type as JSON (a section, a mapping, a list)."""
+    args = get_args(annotation)
+    if args and type(None) in args:  # X | None
+        return any(_is_complex(a) for a in args if a is not type(None))
+    origin = get_origin(annotation) or annotation
+    return isinstance(origin, type) and issubclass(origin, BaseModel | dict | list)
+
+
+def _env_field(name: str) -> tuple[str, Any] | None:
+    """``STREAM_AE_KAFKA__EXTRA`` -> (``kafka.extra``, its type); None if no setting."""
+    parts = name.upper().removeprefix(ENV_PREFIX).split("__")
+    model: Any = Settings
+    path: list[str] = []
+    annotation: Any = None
+    for part in parts:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part.lower() not in fields:
+            return (".".join(path), None) if path else None  # a key below a field
+        path.append(part.lower())
+        annotation = fields[part.lower()].annotation
+        model = annotation
+    return ".".join(path), annotation
+
+
+def _env_json_error(exc: SettingsError, environ: Mapping[str, str]) -> ConfigError:
+    """pydantic-settings says only 'error parsing value for field "kafka" from source
+    "EnvSettingsSource"': name the variable that is not valid JSON, and what it sets
+    (its value is not shown: it may hold a secret)."""
+    for name, value in sorted(environ.items()):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in NOT_SETTINGS:
+            continue
+        found = _env_field(name)
+        if found is None or not _is_complex(found[1]):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as bad:
+            field = found[0]
+            if "." not in field:  # the whole section
+                what, hint = (
+                    f"the section {field}",
+                    f"to set one field use {name.upper()}__<FIELD>=value; {name} itself "
+                    "takes the section as a JSON object",
+                )
+            else:
+                example = ' (e.g. {"socket.timeout.ms": "10000"})' if field == "kafka.extra" else ""
+                what, hint = field, f"write {name} as JSON{example}, or unset it"
+            return ConfigError(
+                f"environment variable {name} is not valid JSON ({bad}); it sets {what}",
+                hint=hint,
+            )
+    return ConfigError(f"cannot read the {ENV_PREFIX}* environment variables: {exc}")
+
+
+_warned_env: set[str] = set()
+
+
+def _warn_unknown_env(environ: Mapping[str, str]) -> None:
+    """Warn (once per variable and process) about each ``STREAM_AE_*`` variable that
+    sets nothing: pydantic-settings ignores a name that matches no section, so a
+    typo (``STREAM_AE_KAFKA_BOOTSTRAP_SERVERS``, one underscore) would silently
+    leave the default in place. A wrong field in a known section is already an
+    error ("Extra inputs are not permitted")."""
+    known = [
+        f"{ENV_PREFIX}{top.upper()}" + (f"__{sub.upper()}" if sub else "")
+        for top, info in Settings.model_fields.items()
+        for sub in [None, *getattr(info.annotation, "model_fields", {})]
+    ]
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS or name in _warned_env:
+            continue
+        if _env_field(name) is not None:
+            continue
+        _warned_env.add(name)
+        close = difflib.get_close_matches(upper, [*known, *NOT_SETTINGS], n=1, cutoff=0.8)
+        advice = (
+            f"did you mean {close[0]}?"
+            if close
+            else f"settings are {ENV_PREFIX}<SECTION>__<FIELD>, e.g. {ENV_PREFIX}WINDOW__SIZE"
+        )
+        log.warning("environment variable %s sets no setting and is ignored: %s", name, advice)
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -166,6 +166,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from stream_ae import schemas
+        from stream_ae.cli.outputs import open_output
         from stream_ae.model.artifact import load_artifact
         from stream_ae.model.latents import latents
         from stream_ae.readings_io import read_readings, to_windows
@@ -178,7 +179,7 @@ def register(app: typer.Typer) -> None:
         spec = model_grid(md, settings)
         windows = to_windows(readings, spec)
         vectors = latents(loaded.scorer, windows.values)
-        sink = out.open("wb") if out else sys.stdout.buffer
+        sink = open_output("--out", out, lambda p: p.open("wb")) if out else sys.stdout.buffer
         try:
             for record in schemas.latent_records(
                 windows.asset_ids,

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -190,6 +191,10 @@ def register(app: typer.Typer) -> None:
         if protocol is not None and protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
         _check_fit_options(protocol, window, knobs)
+        if report is not None:  # before the run, not when its results are written
+            from stream_ae.cli.outputs import check_output_dir
+
+            check_output_dir("--report", report)
         via = _broker_eval(protocol, keep_topics, flush_idle_s) if via_kafka else None
         try:
             if protocol is not None:
@@ -544,6 +549,7 @@ def _csv(
     *,
     asset_column: str = "asset_id",
 ) -> dict[str, Any]:
+    from stream_ae.errors import DataError
     from stream_ae.evaluate.backtest import artifact_spec, score_readings_with_artifact
     from stream_ae.model.artifact import load_artifact
     from stream_ae.readings_io import input_files, read_readings
@@ -560,6 +566,7 @@ def _csv(
             label_column=label_column,
             time_column=time_column,
             asset_column=asset_column,
+            require_labels=True,  # without labels every metric would be made up
         )  # no asset column: the asset is the file's stem
         t0 = time.perf_counter()
         runs.append(
@@ -567,6 +574,16 @@ def _csv(
         )
         seconds.append(time.perf_counter() - t0)
         readings.append(r)
+        if not len(runs[-1].window_scores) and len(paths) > 1:
+            warning = escape(_unscored(p, r, md))
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if not any(len(run.window_scores) for run in runs):
+        raise DataError(
+            f"nothing to evaluate: {_unscored(path, readings[0], md)}"
+            if len(paths) == 1
+            else f"nothing to evaluate: none of the {len(paths)} files in {path} gave a window",
+            hint=f"give an asset at least {md.window} consecutive readings (the model's window)",
+        )
     pooled = _pooled(runs)
     result = pooled | {
         "files": len(paths),
@@ -588,6 +605,22 @@ def _csv(
 
         write_report(report, runs, result)
     return result
+
+
+def _unscored(path: Path, readings: Any, md: Any) -> str:
+    """Why a file gave no window: too few readings for one window, or gaps. (Its
+    readings would all count as 'no alarm', and a file without anomalies would
+    score a perfect F1.)"""
+    from collections import Counter
+
+    most = max(Counter(readings.asset_ids).values())
+    window = f"the model's window of {md.window}"
+    why = (
+        f"its asset with the most readings has {most}, fewer than {window}"
+        if most < md.window
+        else f"no asset has {window} readings without a gap"
+    )
+    return f"{path}: 0 windows were scored ({len(readings)} rows; {why})"
 
 
 def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from stream_ae.cli.outputs import open_output
 from stream_ae.errors import ConfigError
 from stream_ae.simulate import (
     FaultSpec,
@@ -202,9 +203,13 @@ def register(app: typer.Typer, get_sink: Callable[[str], MessageSink]) -> None:
         if shape is Shape.batch:
             block_steps = max(batch_size, block_steps // batch_size * batch_size)
 
+        writer = (  # before the sink: a bad path fails before the broker is contacted
+            open_output("--csv", csv, lambda p: LabelledCsvWriter(p, sim.channels))
+            if csv is not None
+            else None
+        )
         sink = get_sink(topic or DEFAULT_TOPIC) if produce else None
         sink_topic = getattr(sink, "topic", topic or "topics.readings")
-        writer = LabelledCsvWriter(csv, sim.channels) if csv is not None else None
         grng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(9,)))
         readings = messages = dropped = n_bytes = 0
         garbage: Counter[str] = Counter()

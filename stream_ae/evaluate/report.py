@@ -24,6 +24,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from stream_ae.errors import DataError
 from stream_ae.evaluate.backtest import FileRun
 from stream_ae.evaluate.metrics import evaluate_file, events_from_labels
 
@@ -98,6 +99,18 @@ def plot_alarms(run: FileRun, stem: Path) -> list[Path]:
 
 
 def write_report(directory: Path, runs: list[FileRun], result: dict[str, Any]) -> Path:
+    """Plots, ``summary.json`` and ``summary.md`` in ``directory``. The CLI checks the
+    folder is writable before the run; a failure here (a full disk) is still named."""
+    try:
+        return _write_report(directory, runs, result)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the report to {directory}: {exc.strerror or exc}",
+            hint="free some space, or give --report a folder you can write to",
+        ) from None
+
+
+def _write_report(directory: Path, runs: list[FileRun], result: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     rows = []
     for run in runs:

@@ -5,6 +5,8 @@ local broker's readiness probe).
   (SASL/TLS pass through; secrets are unwrapped here and nowhere else).
 * :func:`check` turns a ``KafkaError`` into a :class:`KafkaIOError` naming topic,
   partition and offset — the one helper for that.
+* :func:`new_client` creates every client; settings librdkafka refuses become a
+  :class:`ConfigError` naming the setting (``kafka.sasl_mechanism``, ``kafka.extra``).
 * Start-up steps that are idempotent (reaching the cluster, creating topics) retry
   with tenacity; producing does not (librdkafka retries it itself).
 * librdkafka's own log lines go to the ``stream_ae.librdkafka`` logger, with
@@ -21,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import (
@@ -44,12 +47,10 @@ from tenacity import (
 )
 
 from stream_ae.errors import ConfigError, KafkaIOError
-from stream_ae.settings import KafkaSettings
+from stream_ae.settings import KafkaSettings, is_secret_property
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_SECRET_KEYS = {"sasl.password", "ssl.key.password"}
 
 
 class RepeatFilter(logging.Filter):
@@ -140,8 +141,85 @@ def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
 
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:
-    """A copy safe to log."""
-    return {k: ("***" if k in _SECRET_KEYS or "password" in k else v) for k, v in conf.items()}
+    """A copy safe to log: every secret-like property (:func:`is_secret_property`,
+    which covers ``kafka.extra``'s too, e.g. ``sasl.oauthbearer.client.secret``) masked."""
+    return {k: ("***" if is_secret_property(k) else v) for k, v in conf.items()}
+
+
+#: librdkafka property -> the KafkaSettings field :func:`client_config` sets it from
+_PROPERTY_FIELDS = {
+    "bootstrap.servers": "bootstrap_servers",
+    "client.id": "client_id",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+}
+_PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+")
+
+
+def _refused_property(text: str, conf: dict[str, Any]) -> str | None:
+    """The librdkafka property an error text is about: the first dotted name in it
+    that is a property we set or one it quotes (a file name such as ``ca.pem`` in
+    the text is neither); None when it names none."""
+    for m in _PROPERTY_NAME.finditer(text):
+        name = m.group()
+        quoted = m.start() > 0 and text[m.start() - 1] in "`\"'"
+        if name in conf or name in _PROPERTY_FIELDS or quoted:
+            return name
+    return "sasl.mechanism" if "sasl mechanism" in text.lower() else None
+
+
+def _client_settings_error(
+    exc: KafkaException, conf: dict[str, Any], kafka: KafkaSettings, what: str
+) -> ConfigError:
+    """librdkafka's refusal of a client's properties as a :class:`ConfigError` that
+    names the setting to fix (a named ``kafka.*`` field, or ``kafka.extra`` for any
+    other property). Secret values never appear, even where librdkafka quotes one."""
+    err = exc.args[0] if exc.args else None
+    text = err.str() if isinstance(err, KafkaError) else str(exc)
+    text = re.sub(r"^Failed to create [\w ]+?: ", "", text)
+    for key, value in conf.items():
+        if is_secret_property(key) and isinstance(value, str) and value:
+            text = text.replace(value, "***")
+    prop = _refused_property(text, conf)
+    file = conf.get(prop) if prop is not None and prop.endswith(".location") else None
+    if isinstance(file, str) and not Path(file).exists():  # librdkafka says "BIO lib"
+        text += f" (the file {file} does not exist)"
+    if prop is None:
+        setting, env = "the kafka settings", "STREAM_AE_KAFKA__*"
+    elif prop in kafka.extra or prop not in _PROPERTY_FIELDS:
+        setting, env = f'kafka.extra["{prop}"]', "STREAM_AE_KAFKA__EXTRA"
+    else:
+        field = _PROPERTY_FIELDS[prop]
+        setting, env = f"kafka.{field}", f"STREAM_AE_KAFKA__{field.upper()}"
+    where = f"[kafka] of the settings file or {env}"
+    if prop is not None and prop not in kafka.extra and prop in _PROPERTY_FIELDS:
+        where += f" or --set {setting}=..."
+    return ConfigError(
+        f"cannot create a Kafka {what}: {setting} ({env}): {text}",
+        hint=f"correct it in {where}; librdkafka's properties: "
+        "https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md",
+    )
+
+
+def new_client(
+    make: Callable[[dict[str, Any]], T], conf: dict[str, Any], kafka: KafkaSettings, what: str
+) -> T:
+    """``make(conf)``: every librdkafka client (admin, producer, consumer) is created
+    here. librdkafka checks the properties when a client is created and raises
+    ``KafkaException`` for an unknown property, a bad value or an unreadable
+    certificate file; that becomes a :class:`ConfigError` naming the setting, for
+    every command alike (not a traceback)."""
+    try:
+        return make(conf)
+    except KafkaException as exc:
+        raise _client_settings_error(exc, conf, kafka, what) from None
 
 
 #: errors that waiting for the broker does not cure
@@ -222,7 +300,7 @@ def _with_retries(attempts: int, call: Callable[[], T]) -> T:
 class Admin:
     def __init__(self, kafka: KafkaSettings) -> None:
         self._kafka = kafka
-        self._admin = AdminClient(client_config(kafka))
+        self._admin = new_client(AdminClient, client_config(kafka), kafka, "admin client")
 
     def wait_until_reachable(self, timeout_s: float = 5.0) -> None:
         """Retry (bounded by ``kafka.connect_attempts``) until the cluster answers."""
@@ -355,7 +433,7 @@ class OutputProducer:
         }
         if transactional_id:
             overrides["transactional.id"] = transactional_id
-        self._producer = Producer(client_config(kafka, **overrides))
+        self._producer = new_client(Producer, client_config(kafka, **overrides), kafka, "producer")
         #: after this long librdkafka stops retrying a record and reports it failed
         self.delivery_timeout_s = _delivery_timeout_s(kafka)
         self._failures: list[str] = []
@@ -640,7 +718,7 @@ class InputConsumer:
                 ),
             },
         )
-        self._consumer = Consumer(conf)
+        self._consumer = new_client(Consumer, conf, kafka, "consumer")
         self._rebalance = rebalance or Rebalance()
         self._consumer.subscribe(
             [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
@@ -754,16 +832,15 @@ class TopicFollower:
 
     def __init__(self, kafka: KafkaSettings, topic: str, *, catch_up_s: float = 10.0) -> None:
         self.topic = topic
-        self._consumer = Consumer(
-            client_config(
-                kafka,
-                **{
-                    "group.id": f"stream-ae-follow-{time.monotonic_ns()}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                },
-            )
+        conf = client_config(
+            kafka,
+            **{
+                "group.id": f"stream-ae-follow-{time.monotonic_ns()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            },
         )
+        self._consumer = new_client(Consumer, conf, kafka, "consumer")
         try:
             md = self._consumer.list_topics(topic, timeout=10)
             tmeta = md.topics.get(topic)
@@ -870,7 +947,7 @@ def read_range(
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
         },
     )
-    consumer = Consumer(conf)
+    consumer = new_client(Consumer, conf, kafka, "consumer")
     try:  # the body is _read, so that librdkafka's errors get their message here
         yield from _read(consumer, topic, start_ms, end_ms, batch, idle_timeout_s, strict)
     except KafkaException as exc:  # the broker went away meanwhile
@@ -944,7 +1021,8 @@ def _read(
 
 
 def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
-    md = AdminClient(client_config(kafka)).list_topics(topic, timeout=10)
+    admin = new_client(AdminClient, client_config(kafka), kafka, "admin client")
+    md = admin.list_topics(topic, timeout=10)
     t = md.topics.get(topic)
     return [] if t is None or t.error is not None else sorted(t.partitions)
 

@@ -87,6 +87,96 @@ def test_train_and_retrain_read_parquet_via_input(tmp_path: Path, command: str) 
     assert "n.parquet, row 2, column 'a'" in str(result.exception)
 
 
+# -- bad input and unwritable outputs: errors naming the flag, before the work --------------
+
+
+@pytest.mark.parametrize(
+    ("start", "said"),
+    [
+        ("yesterday", "--from 'yesterday' is neither epoch milliseconds nor ISO-8601"),
+        ("2026-11-26T00:00", "--from '2026-11-26T00:00' has no time zone; add 'Z'"),
+    ],
+)
+def test_train_from_a_bad_time_names_the_flag(start: str, said: str) -> None:
+    result = runner.invoke(cli.app, ["train", "--from", start, "--channels", "a"])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert said in str(result.exception)
+
+
+def test_simulate_csv_into_a_missing_folder_names_the_flag(tmp_path: Path) -> None:
+    out = tmp_path / "missing" / "x.csv"
+    result = runner.invoke(cli.app, ["simulate", "--csv", str(out), "--steps", "5"])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert f"--csv {out}: cannot write there" in str(result.exception)
+    assert f"the folder {out.parent} does not exist" in str(result.exception)
+
+
+def tiny_model(tmp_path: Path) -> Path:
+    from tiny_models import tiny_artifact
+
+    from stream_ae.decide.threshold import ThresholdSpec
+
+    return tiny_artifact(tmp_path / "models", threshold=ThresholdSpec("quantile", {}, 1.0))
+
+
+def readings_csv(path: Path, rows: int, *, label: bool = True) -> Path:
+    """``rows`` readings of tiny_model's channels, 100 ms apart (its sample period)."""
+    head = "timestamp,temp,vibration" + (",anomaly" if label else "")
+    lines = [f"{i * 100},{i % 5},{i % 3}" + (",0" if label else "") for i in range(rows)]
+    path.write_text("\n".join([head, *lines]) + "\n")
+    return path
+
+
+def test_embed_out_into_a_missing_folder_names_the_flag(tmp_path: Path) -> None:
+    model, data = tiny_model(tmp_path), readings_csv(tmp_path / "r.csv", 40)
+    out = tmp_path / "missing" / "x.jsonl"
+    result = runner.invoke(
+        cli.app, ["embed", "--csv", str(data), "--model", str(model), "--out", str(out)]
+    )
+    assert isinstance(result.exception, ConfigError), result.output
+    assert f"--out {out}: cannot write there" in str(result.exception)
+
+
+def test_evaluate_report_that_cannot_be_written_fails_before_the_run(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for report in (blocker, blocker / "report"):
+        # the model does not exist: had the run started, that would be the error
+        result = runner.invoke(
+            cli.app,
+            ["evaluate", "--csv", "x.csv", "--model", "/nonexistent", "--report", str(report)],
+        )
+        assert isinstance(result.exception, ConfigError), result.output
+        assert f"--report {report}" in str(result.exception)
+
+
+@pytest.mark.parametrize("label_column", [None, "anomly"])
+def test_evaluate_without_the_label_column_names_it_and_the_columns(
+    tmp_path: Path, label_column: str | None
+) -> None:
+    model = tiny_model(tmp_path)
+    data = readings_csv(tmp_path / "r.csv", 40, label=label_column is not None)
+    args = ["evaluate", "--csv", str(data), "--model", str(model)]
+    result = runner.invoke(
+        cli.app, args + (["--label-column", label_column] if label_column else [])
+    )
+    assert isinstance(result.exception, DataError), result.output
+    wanted = label_column or "anomaly"
+    assert f"no label column {wanted!r} (columns found: timestamp, temp, vibration" in str(
+        result.exception
+    )
+
+
+def test_evaluate_with_no_window_scored_says_why_instead_of_a_perfect_f1(tmp_path: Path) -> None:
+    model = tiny_model(tmp_path)
+    data = readings_csv(tmp_path / "short.csv", 10)  # the model's window is 16
+    result = runner.invoke(cli.app, ["evaluate", "--csv", str(data), "--model", str(model)])
+    assert isinstance(result.exception, DataError), result.output
+    msg = str(result.exception)
+    assert "0 windows were scored (10 rows;" in msg
+    assert "fewer than the model's window of 16" in msg
+
+
 # -- main(): StreamAEError -> one line on stderr, exit 2 --------------------------------------
 
 
@@ -120,6 +210,19 @@ def test_main_bad_log_level(
 ) -> None:
     assert run_main(monkeypatch, "--log-level", "verbose", "train") == 2
     assert "log_level" in capsys.readouterr().err
+
+
+def test_main_kafka_client_settings_refused_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAM_AE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("STREAM_AE_KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("STREAM_AE_KAFKA__SASL_MECHANISM", "FOO")
+    assert run_main(monkeypatch, "topics", "create") == 2
+    err = capsys.readouterr().err
+    assert "kafka.sasl_mechanism (STREAM_AE_KAFKA__SASL_MECHANISM)" in err
+    assert "[kafka] of the settings file" in err  # brackets kept, not read as rich markup
+    assert "Traceback" not in err
 
 
 # -- the installed console script ------------------------------------------------------------

@@ -180,6 +180,56 @@ def test_select_keeps_labels_aligned(tmp_path: Path) -> None:
     assert normal.labels.tolist() == [0, 0]
 
 
+def test_excel_utf8_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    p = tmp_path / "excel.csv"
+    p.write_bytes("\ufefftimestamp,temp\n2025-01-01T00:00:00Z,1.5\n".encode())
+    r = read_csv(p)
+    assert (r.ts_ms.tolist(), r.channels) == ([NEW_YEAR], ["temp"])
+
+
+def test_a_csv_that_is_not_utf8_names_the_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.csv"
+    text = "timestamp,temp,asset_id\n0,1,a\n1000,2,caf\u00e9\n2000,3,a\n"
+    p.write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        read_readings(p)
+    msg = str(info.value)
+    assert f"{p}, line 3: not UTF-8 text" in msg
+    assert "save it as UTF-8" in msg
+
+
+def test_a_required_label_column_that_is_missing_is_named_with_the_columns(
+    tmp_path: Path,
+) -> None:
+    p = csv_file(tmp_path, "timestamp,temp,label\n0,1,0\n")
+    with pytest.raises(DataError) as info:
+        read_readings(p, require_labels=True)
+    assert "no label column 'anomaly' (columns found: timestamp, temp, label)" in str(info.value)
+    assert "--label-column" in str(info.value)
+    assert read_readings(p).labels is None  # not required: all normal, as before
+    pq.write_table(pa.table({"timestamp": [0], "temp": [1.0]}), tmp_path / "p.parquet")
+    with pytest.raises(DataError, match="no label column 'anomaly'"):
+        read_readings(tmp_path / "p.parquet", require_labels=True)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "said"),
+    [
+        ("yesterday", None, "--from 'yesterday' is neither epoch milliseconds nor ISO-8601"),
+        ("2026-11-26T00:00", None, "--from '2026-11-26T00:00' has no time zone"),
+        ("2026-11-26T00:00Z", "soon", "--to 'soon' is neither"),
+    ],
+)
+def test_read_topic_times_name_the_flag(start: str, end: str | None, said: str) -> None:
+    from stream_ae.errors import ConfigError
+    from stream_ae.readings_io import read_topic
+    from stream_ae.settings import Settings
+
+    with pytest.raises(ConfigError) as info:  # before any broker is contacted
+        read_topic(Settings(), start, end, ["temp"])
+    assert said in str(info.value)
+
+
 # -- read_parquet ----------------------------------------------------------------------------
 
 PLANT_CSV = (

@@ -5,11 +5,19 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stream_ae.errors import ConfigError
-from stream_ae.io.kafka import client_config, redacted
+from stream_ae.io.kafka import (
+    Admin,
+    InputConsumer,
+    OutputProducer,
+    client_config,
+    read_range,
+    redacted,
+)
 from stream_ae.settings import KafkaSettings, load_settings
 
 SECRET = "hunter2-do-not-print"
@@ -331,3 +339,144 @@ def test_redacted_masks_every_password_and_keeps_the_rest() -> None:
         "ssl.keystore.password": "***",
     }
     assert conf["sasl.password"] == SECRET  # a copy: the original is untouched
+
+
+# -- environment variables: malformed JSON, misspelt names ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "sets"),
+    [
+        ("STREAM_AE_KAFKA__EXTRA", "{bad", "it sets kafka.extra"),
+        ("STREAM_AE_KAFKA", "notjson", "it sets the section kafka"),
+    ],
+)
+def test_malformed_json_in_a_variable_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, sets: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    msg = config_error()
+    assert f"environment variable {name} is not valid JSON" in msg
+    assert sets in msg
+    assert "settings file" not in msg and "EnvSettingsSource" not in msg
+
+
+def test_malformed_json_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_AE_KAFKA__EXTRA", '{"sasl.password": "' + SECRET)
+    msg = config_error()
+    assert "STREAM_AE_KAFKA__EXTRA" in msg
+    assert SECRET not in msg
+
+
+def test_misspelt_variables_are_warned_about_once_with_the_likely_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from stream_ae import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_warned_env", set())
+    monkeypatch.setenv("STREAM_AE_KAFKA_BOOTSTRAP_SERVERS", "b:1")  # one underscore
+    monkeypatch.setenv("STREAM_AE_WINDW__SIZE", "32")
+    monkeypatch.setenv("STREAM_AE_NOTHING_LIKE_IT", "1")
+    with caplog.at_level(logging.WARNING, logger="stream_ae.settings"):
+        s = load_settings()
+        load_settings()  # once per variable, not per load
+    assert (s.kafka.bootstrap_servers, s.window.size) == ("127.0.0.1:9092", 64)  # ignored
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 3, warned
+    assert any(
+        "STREAM_AE_KAFKA_BOOTSTRAP_SERVERS" in w
+        and "did you mean STREAM_AE_KAFKA__BOOTSTRAP_SERVERS" in w
+        for w in warned
+    )
+    assert any("did you mean STREAM_AE_WINDOW__SIZE" in w for w in warned)
+    assert any("STREAM_AE_NOTHING_LIKE_IT sets no setting" in w for w in warned)
+
+
+def test_variables_used_outside_the_settings_tree_are_not_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from stream_ae import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_warned_env", set())
+    monkeypatch.setenv("STREAM_AE_CONFIG", str(write(tmp_path / "c.toml", "")))
+    monkeypatch.setenv("STREAM_AE_SKAB_DIR", "/data/skab")
+    monkeypatch.setenv("STREAM_AE_TEST_BOOTSTRAP", "127.0.0.1:9")
+    monkeypatch.setenv("STREAM_AE_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("STREAM_AE_KAFKA__EXTRA__socket.timeout.ms", "5")
+    monkeypatch.setenv("STREAM_AE_TOPICS", '{"readings": "r"}')
+    with caplog.at_level(logging.WARNING, logger="stream_ae.settings"):
+        s = load_settings()
+    assert s.topics.readings == "r"
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
+# -- kafka.extra secrets ---------------------------------------------------------------------
+
+
+def test_secret_like_extra_properties_are_masked_but_reach_librdkafka() -> None:
+    extra = {
+        "sasl.oauthbearer.client.secret": SECRET + "-oauth",
+        "ssl.key.pem": SECRET + "-pem",
+        "sasl.oauthbearer.config": SECRET + "-config",
+        "socket.timeout.ms": "10000",
+    }
+    kafka = KafkaSettings(extra=extra)
+    s = load_settings(flags={"kafka": {"extra": extra}})
+    for text in (repr(kafka), str(kafka), kafka.model_dump_json(), repr(s), s.model_dump_json()):
+        assert SECRET not in text
+        assert "10000" in text  # the rest stays readable
+    safe = redacted(client_config(kafka))
+    assert SECRET not in str(safe)
+    assert safe["socket.timeout.ms"] == "10000"
+    assert client_config(kafka)["ssl.key.pem"] == SECRET + "-pem"  # unmasked for librdkafka
+    assert kafka.model_dump()["extra"] == extra  # Python dumps (the --via-kafka child) too
+
+
+# -- librdkafka refusing a client's settings (no broker: refused when created) ---------------
+
+
+def kafka_config_error(make: Any, **fields: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        make(KafkaSettings(bootstrap_servers="127.0.0.1:9", **fields))
+    return str(info.value)
+
+
+CLIENTS: dict[str, Any] = {
+    "admin": Admin,
+    "producer": OutputProducer,
+    "consumer": lambda k: InputConsumer(k, "t", "g"),
+    "reader": lambda k: list(read_range(k, "t")),
+}
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_unsupported_sasl_mechanism_names_the_setting(client: str) -> None:
+    msg = kafka_config_error(
+        CLIENTS[client], security_protocol="SASL_PLAINTEXT", sasl_mechanism="FOO"
+    )
+    assert "kafka.sasl_mechanism (STREAM_AE_KAFKA__SASL_MECHANISM)" in msg
+    assert "Unsupported SASL mechanism: FOO" in msg
+
+
+def test_unknown_extra_property_names_kafka_extra() -> None:
+    msg = kafka_config_error(CLIENTS["producer"], extra={"foo.bar": "1"})
+    assert 'kafka.extra["foo.bar"] (STREAM_AE_KAFKA__EXTRA)' in msg
+    assert "No such configuration property" in msg
+
+
+def test_missing_certificate_file_names_the_setting_and_the_file() -> None:
+    msg = kafka_config_error(
+        CLIENTS["admin"], security_protocol="SSL", ssl_ca_location="/no/such/ca.pem"
+    )
+    assert "kafka.ssl_ca_location (STREAM_AE_KAFKA__SSL_CA_LOCATION)" in msg
+    assert "the file /no/such/ca.pem does not exist" in msg
+
+
+def test_refused_client_settings_never_show_a_secret() -> None:
+    msg = kafka_config_error(
+        CLIENTS["consumer"],
+        security_protocol="SSL",
+        extra={"ssl.key.pem": SECRET, "ssl.key.password": SECRET},
+    )
+    assert 'kafka.extra["ssl.key.pem"]' in msg
+    assert SECRET not in msg
