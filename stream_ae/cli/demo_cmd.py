@@ -280,10 +280,13 @@ def _summary(
     )
     summary.add_row("dead letters", ", ".join(f"{k} {v}" for k, v in m.dead_letters.items()))
     summary.add_row("data-quality events", str(m.quality_events))
+    # the stop hands the partitions back: readings of windows still open are revoked
+    windower = service.pipeline.windower
+    held = windower.open_readings() + windower.revoked_readings
     summary.add_row(
         "reading outcomes",
         f"scored {acct.scored:,} | not in a window {acct.unwindowed:,} | "
         f"incomplete rows {acct.incomplete:,} | late {acct.late:,} | "
-        f"still in open windows {service.pipeline.windower.open_readings():,}",
+        f"in windows open at the stop (not committed: the next start reads them) {held:,}",
     )
     console.print(summary)
