@@ -29,10 +29,12 @@ Rules (all in event time):
   resumes, or the silence event covers it). Final rows are event time and
   arrival order only, so a replay of the same readings alerts the same.
 * **Delivery.** :meth:`AssetGrid.min_pin` is the smallest source offset among the
-  readings a future window may still need: pending rows, plus final rows from
-  ``next_win - fill_limit`` (``closed - fill_limit`` between runs), valid or
-  not, whose values can still be fill sources. The consumer never commits past
-  it, so after a crash a replay rebuilds every window that had not been emitted.
+  readings a future window or row may still need: pending rows, plus final rows
+  from ``min(next_win, closed) - fill_limit`` (``closed - fill_limit`` between
+  runs), valid or not, whose values can still be fill sources. The consumer
+  never commits past it, so after a crash a replay rebuilds every window that
+  had not been emitted, and every row not yet final as the uninterrupted run
+  did (valid or not: the gaps and alerts from there on are the same).
 """
 
 from __future__ import annotations
@@ -174,15 +176,17 @@ class AssetGrid:
         return lo
 
     def _prune_history(self) -> None:
-        """Keep final rows from the first row a window not emitted yet may use.
+        """Keep final rows from the first row a window not emitted yet, or the next
+        row to finalize, may take fill values from.
 
         That window starts at ``next_win`` while a run is open, else at or after
-        ``closed``; it may take fill values from ``fill_limit`` rows before its start.
-        The bound never decreases, so pruning late is as good as pruning early.
+        ``closed``; the next row is ``closed``. Either may take fill values from
+        ``fill_limit`` rows before it. The bound never decreases, so pruning late is
+        as good as pruning early.
         """
         if not self.history:
             return
-        first = self.next_win if self.run_len else max(self.next_win, self.closed)
+        first = min(self.next_win, self.closed) if self.run_len else self.closed
         bound = first - self.spec.fill_limit
         if len(self.history) == 1:
             buckets, pins = self.history[0]

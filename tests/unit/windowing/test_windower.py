@@ -195,6 +195,17 @@ def test_revoke_drops_only_that_partitions_assets() -> None:
     assert len(w) == 1
 
 
+def test_committable_keeps_the_fill_sources_of_the_next_row() -> None:
+    """A run that has just begun (next window at row 8, rows 5-6 final): row 7, without
+    channel b, is valid only with row 6's value. The commit keeps row 6 so a replay
+    sees row 7 as valid too."""
+    s = spec(size=4, hop=4, fill=1)
+    rows = [*series(0, "x", [5, 6]), (0, "x", 2, 7 * P + 10, [7.0, NAN])]
+    w = Windower(s)
+    feed(w, rows)
+    assert w.committable(0) == 1  # row 6's reading, not row 7's
+
+
 def test_sweep_idle_closes_silent_assets_and_reports_them() -> None:
     w = Windower(spec(size=4, hop=2, lateness=3000), idle_timeout_ms=60_000)
     feed(w, series(0, "a", range(8)), now=1_000)
