@@ -9,6 +9,7 @@ holds the periods and tags the events of windows that overlap one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from stream_ae.schemas import (
     latent_records,
 )
 from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
+from stream_ae.windowing.asset_grid import GapState
 from stream_ae.windowing.rebaseline import BaselineState, Rebaseliner
 
 
@@ -68,18 +70,35 @@ class _LateReading(msgspec.Struct):
     values: dict[str, float]
 
 
+class GapRecord(msgspec.Struct, omit_defaults=True):
+    """An asset's gap state at a commit (:class:`~stream_ae.windowing.asset_grid.GapState`);
+    ``{}``: no gap open, the asset has had a valid row."""
+
+    #: the open gap's first row (epoch ms); None: no gap open
+    start_ms: int | None = None
+    #: its ``channels_missing`` alert was published
+    alerted: bool = False
+    #: no valid row yet (a gap's end is then reported only if it was alerted)
+    never_valid: bool = False
+
+
 class AssetState(msgspec.Struct, omit_defaults=True):
     """What the scorer keeps per (partition, asset) across a restart, written with its
     marks (:meth:`Pipeline.asset_state`): the start of the last published window, the
-    persistence verdicts and the re-baselining state as of that window. A replay from
-    the committed offset then decides every later window as an uninterrupted run
-    would. Records of older versions hold the mark only."""
+    persistence verdicts and the re-baselining state as of that window, and the gap
+    state at the commit (a replay starts inside an open gap: the commits move on
+    while it lasts). A replay from the committed offset then decides every later
+    window, and reports every later gap, as an uninterrupted run would. Records of
+    older versions hold the mark only, or no gap state (the replay then keeps its
+    own view of the gaps). The partition's record (key ``"<p>|"``) holds its
+    consumed position at the commit in ``window_start_ms``."""
 
     window_start_ms: int
     recent: list[bool] | None = None
     baseline: BaselineState | None = None
     #: the channels the baseline's values belong to, in order
     channels: list[str] | None = None
+    gap: GapRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +141,8 @@ class Pipeline:
         self.track_marks = track_marks
         self.marks: dict[tuple[int, str], int] = {}
         self.dirty_marks: set[tuple[int, str]] = set()
+        #: partition -> next offset after the last message stepped
+        self.consumed: dict[int, int] = {}
         self.suppressed_windows = 0
         self.rebaseline_ms = rebaseline_ms
         self.rebaseliner = self._new_rebaseliner(model)
@@ -141,7 +162,8 @@ class Pipeline:
         parts = np.fromiter((m.partition() or 0 for m in messages), np.int64, len(messages))
         offs = np.fromiter((m.offset() or 0 for m in messages), np.int64, len(messages))
         for p in np.unique(parts).tolist():
-            out.consumed[p] = int(offs[parts == p].max()) + 1
+            out.consumed[p] = nxt = int(offs[parts == p].max()) + 1
+            self.consumed[p] = max(self.consumed.get(p, 0), nxt)
         m = self.metrics
         m.messages += len(messages)
         m.readings += len(decoded)
@@ -196,19 +218,37 @@ class Pipeline:
         """``key``'s state to store with the marks (see :class:`AssetState`)."""
         persistence = self.model.decider.persistence
         baseline = None if self.rebaseliner is None else self.rebaseliner.snapshot(key)
+        gap = self.windower.gap_state(key)
         return AssetState(
             window_start_ms=self.marks.get(key, -1),
             recent=None if persistence is None else persistence.history(key),
             baseline=baseline,
             channels=None if baseline is None else list(self.channels),
+            gap=None
+            if gap is None
+            else GapRecord(
+                start_ms=None if gap.start is None else gap.start * self.model.spec.period_ms,
+                alerted=gap.alerted,
+                never_valid=not gap.ever_valid,
+            ),
         )
+
+    def restore_position(self, partition: int, consumed: int) -> None:
+        """``partition`` is replayed from a commit made when ``consumed`` was its
+        consumed position (the partition's record with the marks): the gap events
+        and alerts of readings below it were published then, and each asset takes
+        its stored gap state there (:mod:`stream_ae.windowing.windower`)."""
+        self.windower.restore_position(partition, consumed)
 
     def restore_asset(self, key: tuple[int, str], state: AssetState) -> bool:
         """Take back what :meth:`asset_state` stored (a partition given to this process).
         False when the baseline could not be taken (the model has other channels, or
-        the same in another order: the asset warms up afresh); the mark and the
-        verdicts are taken regardless."""
+        the same in another order: the asset warms up afresh); the mark, the verdicts
+        and the gap state are taken regardless (a gap start off this model's grid,
+        from a model with another sample period, is not: the replay keeps its own
+        view of that asset's gaps)."""
         self.marks[key] = state.window_start_ms
+        self.windower.restore_gap(key, self._gap_state(state.gap))
         persistence = self.model.decider.persistence
         if state.recent is not None and persistence is not None:
             persistence.restore(key, state.recent)
@@ -217,6 +257,16 @@ class Pipeline:
         if state.channels != list(self.channels):
             return False
         return self.rebaseliner.restore(key, state.baseline)
+
+    def _gap_state(self, record: GapRecord | None) -> GapState | None:
+        if record is None:
+            return None
+        period = self.model.spec.period_ms
+        if record.start_ms is None:
+            return GapState(None, False, not record.never_valid)
+        if record.start_ms % period:
+            return None
+        return GapState(record.start_ms // period, record.alerted, not record.never_valid)
 
     def committable(self, consumed: dict[int, int]) -> dict[int, int]:
         """Offsets safe to commit: never past the first reading an open window needs."""
@@ -232,6 +282,8 @@ class Pipeline:
         m = self.metrics
         for d in out.dead_letters:
             m.dead_letters[d.reason] += 1
+        if self.track_marks and result.gap_changes:
+            self.dirty_marks.update(result.gap_changes)  # their stored gap state changed
         windows = result.windows
         if result.gaps and self.rebaseliner is not None:
             gaps = result.gaps
@@ -337,6 +389,13 @@ class Pipeline:
         Either way the persistence verdicts and the re-baselining state carry over
         (the baselines only where the channels are the same): a swap is not a
         restart of the machines, and must not re-learn a faulty asset as normal.
+        The replay is one from the consumed positions as of the swap
+        (:meth:`restore_position`): the gap events and alerts of readings before them
+        were the old grid's, and are not emitted again. The gap state carries over
+        as across a restart where the rows mean the same (same channels, period,
+        lateness and fill limit: only W, H or the alert delay differ), so a gap open
+        at the swap goes on from its start, not alerted again; otherwise the new
+        grid keeps its own view (other rows make other gaps).
         """
         old = self.model
         self.metrics.model_swaps += 1
@@ -358,6 +417,18 @@ class Pipeline:
         self.metrics.replayed_readings += self.windower.open_readings()
         fresh = Windower(binding.spec, idle_timeout_ms=self.windower.idle_timeout_ms)
         fresh.carry_accounting_from(self.windower)
+        positions = self.windower.positions()
+        for p, nxt in self.consumed.items():
+            positions[p] = max(positions.get(p, nxt), nxt)
+        for p, nxt in positions.items():
+            fresh.restore_position(p, nxt)
+        same_rows = binding.spec == dataclasses.replace(
+            old.spec, size=binding.spec.size, hop=binding.spec.hop, gap_alert=binding.spec.gap_alert
+        )
+        for key in self.windower.gap_keys():
+            gap = self.windower.gap_state(key) if same_rows and same_channels else None
+            fresh.restore_gap(key, gap)
+            self.dirty_marks.add(key)  # stored again as the new grid has it
         self.windower = fresh
         self.decoder = ReadingDecoder(
             binding.decider.channels, max_future_ms=self.decoder.max_future_ms
@@ -384,6 +455,7 @@ class Pipeline:
             self.model.decider.persistence.forget_partitions(gone)
         self.marks = {k: v for k, v in self.marks.items() if k[0] not in gone}
         self.dirty_marks = {k for k in self.dirty_marks if k[0] not in gone}
+        self.consumed = {p: o for p, o in self.consumed.items() if p not in gone}
 
     def _late_letters(
         self, messages: Sequence[MessageLike], decoded: DecodedBatch, late: np.ndarray

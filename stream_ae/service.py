@@ -743,6 +743,7 @@ class ScorerService:
             state = msgspec.json.decode(value, type=AssetState)
             if not asset:
                 self._consumed_marks[p] = state.window_start_ms
+                self.pipeline.restore_position(p, state.window_start_ms)
             elif not self.pipeline.restore_asset((p, asset), state):
                 refused.append(asset)
         if refused:

@@ -28,11 +28,24 @@ Rules (all in event time):
   incomplete; a hole without readings alerts nothing (the gap event, when data
   resumes, or the silence event covers it). Final rows are event time and
   arrival order only, so a replay of the same readings alerts the same.
+* **Gaps across a restart.** While a gap lasts the commits move on, so a replay
+  starts inside it and would see it begin at its first replayed row. The gap
+  state at the commit (:meth:`AssetGrid.gap_state`: the open gap's start, whether
+  it was alerted, whether the asset was ever valid) is stored with the scorer's
+  marks; the replay's grid takes it (:meth:`AssetGrid.set_gap_state`) once it has
+  seen the readings consumed before that commit, i.e. at row ``closed`` of the
+  original (see :class:`~stream_ae.windowing.windower.Windower`). Rows from there
+  on are the uninterrupted run's (their readings and fill sources are replayed),
+  so the gap goes on from its original start (no second alert; its end carries
+  that start) and every later gap event and alert, with its id, is the
+  uninterrupted run's.
 * **Delivery.** :meth:`AssetGrid.min_pin` is the smallest source offset among the
-  readings a future window may still need: pending rows, plus final rows from
-  ``next_win - fill_limit`` (``closed - fill_limit`` between runs), valid or
-  not, whose values can still be fill sources. The consumer never commits past
-  it, so after a crash a replay rebuilds every window that had not been emitted.
+  readings a future window or row may still need: pending rows, plus final rows
+  from ``min(next_win, closed) - fill_limit`` (``closed - fill_limit`` between
+  runs), valid or not, whose values can still be fill sources. The consumer
+  never commits past it, so after a crash a replay rebuilds every window that
+  had not been emitted, and every row not yet final as the uninterrupted run
+  did (valid or not: the gaps and alerts from there on are the same).
 """
 
 from __future__ import annotations
@@ -67,6 +80,21 @@ class GridSpec:
 
     def first_window_at_or_after(self, bucket: int) -> int:
         return -(-bucket // self.hop) * self.hop
+
+
+class GapState(NamedTuple):
+    """What an asset's gap reporting depends on at a point of its grid: ``start``:
+    the open gap's first row (bucket), None when none is open; ``alerted``: its
+    alert was emitted; ``ever_valid``: the asset had a valid row (a gap's end is
+    reported only then, or when alerted)."""
+
+    start: int | None
+    alerted: bool
+    ever_valid: bool
+
+
+#: a new grid's: no row yet
+FRESH_GAP_STATE = GapState(None, False, False)
 
 
 class Alert(NamedTuple):
@@ -134,6 +162,8 @@ class AssetGrid:
         self.ever_valid = False
         self.gap_start: int | None = None
         self.gap_alerted = False
+        #: gap_state() changed since the owner last looked (to store it again)
+        self.gap_changed = False
         self.acct = Accounting()
 
     # -- input ---------------------------------------------------------------------------
@@ -166,6 +196,14 @@ class AssetGrid:
         self._close_gap(self.closed, out)
         self.history.clear()  # no window will come: nothing is pinned
 
+    def gap_state(self) -> GapState:
+        return GapState(self.gap_start, self.gap_alerted, self.ever_valid)
+
+    def set_gap_state(self, state: GapState) -> None:
+        """Take the gap state another run of this asset had with the same rows final
+        (a replay taking the stored state at the commit it started from)."""
+        self.gap_start, self.gap_alerted, self.ever_valid = state
+
     def min_pin(self) -> int:
         lo = int(self.p_pins.min()) if len(self.p_pins) else NO_PIN
         self._prune_history()
@@ -174,15 +212,17 @@ class AssetGrid:
         return lo
 
     def _prune_history(self) -> None:
-        """Keep final rows from the first row a window not emitted yet may use.
+        """Keep final rows from the first row a window not emitted yet, or the next
+        row to finalize, may take fill values from.
 
         That window starts at ``next_win`` while a run is open, else at or after
-        ``closed``; it may take fill values from ``fill_limit`` rows before its start.
-        The bound never decreases, so pruning late is as good as pruning early.
+        ``closed``; the next row is ``closed``. Either may take fill values from
+        ``fill_limit`` rows before it. The bound never decreases, so pruning late is
+        as good as pruning early.
         """
         if not self.history:
             return
-        first = self.next_win if self.run_len else max(self.next_win, self.closed)
+        first = min(self.next_win, self.closed) if self.run_len else self.closed
         bound = first - self.spec.fill_limit
         if len(self.history) == 1:
             buckets, pins = self.history[0]
@@ -329,6 +369,7 @@ class AssetGrid:
         if self.gap_start is None:
             self.gap_start = start
             self.gap_alerted = False
+            self.gap_changed = True
 
     def _alert(self, start: int, counts: np.ndarray, usable: np.ndarray, out: Emitted) -> None:
         """Alert the open gap at its first row from ``gap_start + alert_after - 1`` on
@@ -345,6 +386,7 @@ class AssetGrid:
         missing = tuple(np.flatnonzero(~usable[i]).tolist())
         out.alerts.append(Alert(self.gap_start, start + i + 1, missing))
         self.gap_alerted = True
+        self.gap_changed = True
 
     def _close_gap(self, end: int, out: Emitted) -> None:
         if self.gap_start is None:
@@ -353,13 +395,15 @@ class AssetGrid:
             out.gaps.append((self.gap_start, end))
         self.gap_start = None
         self.gap_alerted = False
+        self.gap_changed = True
 
     # -- runs and windows ------------------------------------------------------------------
 
     def _append_valid(self, start: int, rows: np.ndarray, counts: np.ndarray, out: Emitted) -> None:
         spec = self.spec
         self._close_gap(start, out)
-        self.ever_valid = True
+        if not self.ever_valid:
+            self.ever_valid = self.gap_changed = True
         if self.run_len == 0:
             self.run_start = start
             self.next_win = max(self.next_win, spec.first_window_at_or_after(start))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from stream_ae.decide.events import Decider
-from stream_ae.pipeline import ModelBinding, Pipeline
+from stream_ae.pipeline import GapRecord, ModelBinding, Pipeline
 from stream_ae.schemas import DeadLetter, FeedbackEvent
 from stream_ae.windowing import GridSpec
 
@@ -404,7 +404,10 @@ def test_all_windows_suppressed_calls_no_scorer() -> None:
     pipe.marks[(0, "p1")] = ms(1000)
     out = pipe.step(series("p1", range(12)), now_ms=NOW)
     assert (out.windows, scorer.calls, pipe.suppressed_windows) == (0, [], 4)
-    assert pipe.dirty_marks == set()
+    assert pipe.marks == {(0, "p1"): ms(1000)}  # suppressed windows move no mark
+    # dirty only because its gap state changed (its first valid row): stored again
+    assert pipe.dirty_marks == {(0, "p1")}
+    assert pipe.asset_state((0, "p1")).gap == GapRecord()
 
 
 def test_forget_partitions_drops_state_and_marks() -> None:
@@ -633,12 +636,15 @@ def _faulty_stream() -> list[Msg]:
 
 def _restarted(first: Pipeline) -> tuple[Pipeline, list[bool]]:
     """A new process that took back the state ``first`` wrote for its dirty keys at a
-    commit, through its JSON form; and what each ``restore_asset`` returned."""
+    commit, through its JSON form, and each partition's consumed position; and what
+    each ``restore_asset`` returned."""
     import msgspec
 
     from stream_ae.pipeline import AssetState
 
     restarted, _ = make_rebaselined(persistence=True, track_marks=True)
+    for p, position in first.consumed.items():  # the partition's record
+        restarted.restore_position(p, position)
     taken = [
         restarted.restore_asset(
             key, msgspec.json.decode(msgspec.json.encode(first.asset_state(key)), type=AssetState)
@@ -751,6 +757,153 @@ def test_a_swap_to_other_channels_warms_up_afresh() -> None:
     decider = dataclasses.replace(pipe.model.decider, channels=["b", "a"])
     assert pipe.swap_model(dataclasses.replace(pipe.model, decider=decider))
     assert pipe.rebaseliner is not None and pipe.rebaseliner.snapshot((0, "p1")) is None
+
+
+# -- gaps across a restart and a swap: one alert per gap, ids of an uninterrupted run ---------
+
+
+def _dead_sensor_stream() -> list[Msg]:
+    """Partition 0, one message per asset and bucket. p1: complete rows 0-11, channel b
+    dead for rows 12-39, complete again 40-49; p2 (from row 20): b dead for rows 20-29,
+    complete 30-39: alerted though never valid before."""
+    rows: list[tuple[str, int, float | None]] = []
+    for k in range(50):
+        rows.append(("p1", k, None if 12 <= k < 40 else 1.0))
+        if 20 <= k < 40:
+            rows.append(("p2", k, None if k < 30 else 1.0))
+    return [Msg(wide(a, k, 1.0, b), 0, i, a.encode()) for i, (a, k, b) in enumerate(rows)]
+
+
+def _cut_at(msgs: list[Msg], bucket: int) -> int:
+    """Index of the first message of ``bucket``."""
+    return next(i for i, m in enumerate(msgs) if json.loads(m.raw or b"")["ts"] == ms(bucket))
+
+
+def _quality(outs: list[Any]) -> list[tuple[str, str, str, int, int]]:
+    return [(q.kind, q.event_id, q.asset_id, q.start_ms, q.end_ms) for o in outs for q in o.quality]
+
+
+def _restarted_from(first: Pipeline, **kw: Any) -> Pipeline:
+    """A new process that took back what ``first`` wrote to the marks topic at a commit
+    (each dirty asset's state through its JSON form, each partition's consumed position),
+    as ``ScorerService._load_marks`` does."""
+    from stream_ae.pipeline import AssetState
+
+    restarted, _ = make(track_marks=True, **kw)
+    for p, position in first.consumed.items():
+        restarted.restore_position(p, position)
+    for key in sorted(first.dirty_marks):
+        stored = msgspec.json.encode(first.asset_state(key))
+        restarted.restore_asset(key, msgspec.json.decode(stored, type=AssetState))
+    return restarted
+
+
+@pytest.mark.parametrize("fill_limit", [0, 2])
+def test_a_restart_anywhere_reports_every_gap_as_an_uninterrupted_run(fill_limit: int) -> None:
+    """Cut after every message: the events published before the commit and those of the
+    replay from it are exactly the uninterrupted run's, ids included: one alert per
+    gap, each closing gap with its original start."""
+    msgs = _dead_sensor_stream()
+    whole, _ = make(track_marks=True, fill_limit=fill_limit)
+    expected = sorted(_quality([whole.step(msgs, now_ms=NOW), whole.flush(now_ms=NOW)]))
+    assert [e[0] for e in expected] == ["channels_missing", "channels_missing", "gap", "gap"]
+    for cut in range(1, len(msgs)):
+        first, _ = make(track_marks=True, fill_limit=fill_limit)
+        out = first.step(msgs[:cut], now_ms=NOW)
+        commit = first.committable(out.consumed)[0]
+        restarted = _restarted_from(first, fill_limit=fill_limit)
+        again = [restarted.step(msgs[commit:], now_ms=NOW), restarted.flush(now_ms=NOW)]
+        assert sorted(_quality([out, *again])) == expected, cut
+
+
+def test_a_restart_after_the_alert_alerts_no_more_and_closes_the_gap_from_its_start() -> None:
+    msgs = _dead_sensor_stream()
+    whole, _ = make(track_marks=True)
+    expected = _quality([whole.step(msgs, now_ms=NOW)])
+    (alert,) = (e for e in expected if e[:3:2] == ("channels_missing", "p1"))
+    (gap,) = (e for e in expected if e[:3:2] == ("gap", "p1"))
+    assert (alert[3], gap[3], gap[4]) == (ms(12), ms(12), ms(40))
+    first, _ = make(track_marks=True)
+    cut = _cut_at(msgs, 30)
+    out = first.step(msgs[:cut], now_ms=NOW)  # p1's gap alerted, still open
+    assert [e[0] for e in _quality([out])] == ["channels_missing", "channels_missing"]
+    assert first.asset_state((0, "p1")).gap == GapRecord(start_ms=ms(12), alerted=True)
+    commit = first.committable(out.consumed)[0]
+    assert commit > 20  # inside p1's gap: the commits moved on
+    restarted = _restarted_from(first)
+    again = _quality([restarted.step(msgs[commit:], now_ms=NOW)])
+    assert [e for e in again if e[2] == "p1"] == [gap]  # same start, same id, no alert
+
+
+def test_a_restart_before_the_alert_alerts_at_the_same_row_with_the_same_id() -> None:
+    msgs = _dead_sensor_stream()
+    whole, _ = make(track_marks=True)
+    expected = _quality([whole.step(msgs, now_ms=NOW)])
+    first, _ = make(track_marks=True)
+    out = first.step(msgs[:14], now_ms=NOW)  # p1's rows 12 (gap) and 13 consumed
+    assert out.quality == []
+    assert first.asset_state((0, "p1")).gap == GapRecord(start_ms=ms(12))
+    commit = first.committable(out.consumed)[0]
+    assert commit == 13
+    restarted = _restarted_from(first)
+    again = _quality([restarted.step(msgs[commit:], now_ms=NOW)])
+    p1 = sorted(e for e in again if e[2] == "p1")
+    assert p1 == sorted(e for e in expected if e[2] == "p1")
+    assert [(e[0], e[3], e[4]) for e in p1] == [
+        ("channels_missing", ms(12), ms(16)),  # at the same row, with the same id
+        ("gap", ms(12), ms(40)),
+    ]
+
+
+def test_a_stored_record_without_gap_state_keeps_the_replays_own_view() -> None:
+    """An older scorer's records (no ``gap``) still decode; the replay sees the gap from
+    its first replayed row, as before (the limitation the gap state removes)."""
+    from stream_ae.pipeline import AssetState
+
+    old = msgspec.json.decode(b'{"window_start_ms": 1700000008000}', type=AssetState)
+    assert old.gap is None
+    msgs = _dead_sensor_stream()
+    first, _ = make(track_marks=True)
+    cut = _cut_at(msgs, 30)
+    out = first.step(msgs[:cut], now_ms=NOW)
+    commit = first.committable(out.consumed)[0]
+    restarted, _ = make(track_marks=True)
+    restarted.restore_position(0, first.consumed[0])
+    restarted.restore_asset((0, "p1"), old)
+    assert restarted.windower.gap_state((0, "p1")) is None  # not known
+    again = _quality([restarted.step(msgs[commit:], now_ms=NOW)])
+    alerts = [e for e in again if e[0] == "channels_missing" and e[2] == "p1"]
+    assert len(alerts) == 1 and alerts[0][3] > ms(12)
+
+
+def test_a_swap_that_rebuilds_the_grid_keeps_the_open_gap() -> None:
+    msgs = _dead_sensor_stream()
+    whole, _ = make(track_marks=True)
+    expected = _quality([whole.step(msgs, now_ms=NOW)])
+    pipe, _ = make(track_marks=True)
+    cut = _cut_at(msgs, 30)
+    out = pipe.step(msgs[:cut], now_ms=NOW)
+    replay_from = pipe.committable(out.consumed)[0]
+    spec = dataclasses.replace(pipe.model.spec, size=6)  # alerts after 6 rows now
+    assert pipe.swap_model(dataclasses.replace(pipe.model, spec=spec))
+    assert {(0, "p1"), (0, "p2")} <= pipe.dirty_marks
+    again = _quality([pipe.step(msgs[replay_from:], now_ms=NOW)])
+    assert [e[0] for e in again] == ["gap", "gap"]  # no alert again
+    assert again == [e for e in expected if e[0] == "gap"]
+
+
+def test_a_swap_to_another_period_sees_the_gaps_afresh() -> None:
+    msgs = _dead_sensor_stream()
+    pipe, _ = make(track_marks=True)
+    cut = _cut_at(msgs, 30)
+    out = pipe.step(msgs[:cut], now_ms=NOW)
+    replay_from = pipe.committable(out.consumed)[0]
+    spec = dataclasses.replace(pipe.model.spec, period_ms=2 * P, size=2, hop=1)
+    assert pipe.swap_model(dataclasses.replace(pipe.model, spec=spec))
+    assert pipe.asset_state((0, "p1")).gap is None  # not known: the replay's own view
+    again = _quality([pipe.step(msgs[replay_from:], now_ms=NOW)])
+    # nothing of readings consumed before the swap is reported again
+    assert all(e[4] > ms(30) for e in again)
 
 
 # -- accounting ------------------------------------------------------------------------------

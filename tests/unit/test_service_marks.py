@@ -93,6 +93,37 @@ def test_the_latest_record_per_asset_is_taken_back_for_assigned_partitions(
     assert "p2" in warning.getMessage()
 
 
+def test_the_gap_state_and_the_partitions_position_are_taken_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replay continues the gap open at the commit (same start, alerted or not) from
+    the partition's consumed position on; an older record without gap state decodes,
+    and that asset's replay keeps its own view of the gap."""
+    from stream_ae.pipeline import GapRecord
+    from stream_ae.windowing.asset_grid import GapState
+
+    open_gap = GapRecord(start_ms=12_000, alerted=True)
+    records = [
+        Record(b"0|p1", _state(9, gap=open_gap)),
+        Record(b"0|p2", _state(9, gap=GapRecord())),  # none open, valid before
+        Record(b"0|p3", b'{"window_start_ms": 3}'),  # an older scorer's: no gap state
+        Record(b"0|p4", _state(9, gap=GapRecord(start_ms=12_500))),  # off this grid
+        Record(b"0|", b'{"window_start_ms": 40}'),
+        Record(b"1|p9", _state(11, gap=open_gap)),  # not assigned here
+        Record(b"1|", b'{"window_start_ms": 70}'),
+    ]
+    service = _service(monkeypatch, records)
+    service._load_marks({0})
+    w = service.pipeline.windower
+    assert w.positions() == {0: 40}
+    assert w.gap_state((0, "p1")) == GapState(12, alerted=True, ever_valid=True)
+    assert w.gap_state((0, "p2")) == GapState(None, alerted=False, ever_valid=True)
+    assert w.gap_state((0, "p3")) is None
+    assert w.gap_state((0, "p4")) is None
+    assert service.pipeline.asset_state((0, "p1")).gap == open_gap  # stored as it came
+    assert msgspec.json.encode(service.pipeline.asset_state((0, "p2"))).endswith(b'"gap":{}}')
+
+
 class _Producer:
     def __init__(self, abort_fails: bool = False) -> None:
         self.wedged = False

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
+from stream_ae.windowing.asset_grid import FRESH_GAP_STATE, GapState
 from stream_ae.windowing.windower import Gap
 
 P = 1000
@@ -193,6 +194,73 @@ def test_revoke_drops_only_that_partitions_assets() -> None:
     # a revoked asset comes back as a fresh grid (its new owner replays it)
     feed(w, series(0, "a", range(6)))
     assert len(w) == 1
+
+
+def test_committable_keeps_the_fill_sources_of_the_next_row() -> None:
+    """A run that has just begun (next window at row 8, rows 5-6 final): row 7, without
+    channel b, is valid only with row 6's value. The commit keeps row 6 so a replay
+    sees row 7 as valid too (no gap the uninterrupted run has not)."""
+    s = spec(size=4, hop=4, fill=1)
+    rows = [*series(0, "x", [5, 6]), (0, "x", 2, 7 * P + 10, [7.0, NAN])]
+    rows += series(0, "x", range(8, 13), off0=3)
+    w = Windower(s)
+    feed(w, rows[:3])
+    assert w.committable(0) == 1  # row 6's reading, not row 7's
+    replay = Windower(s)
+    replay.restore_position(0, 3)
+    replay.restore_gap((0, "x"), w.gap_state((0, "x")))
+    assert feed(replay, rows[1:]).gaps == []
+
+
+def test_a_replay_reports_no_gap_of_readings_before_the_position_and_takes_the_stored_state() -> (
+    None
+):
+    s = spec(size=4, hop=2, fill=0)
+    dead = [(0, "x", 6 + i, b * P + 10, [float(b), NAN]) for i, b in enumerate(range(6, 20))]
+    rows = [*series(0, "x", range(6)), *dead, *series(0, "x", range(20, 24), off0=20)]
+    full = Windower(s)
+    expected = feed(full, rows)
+    assert [(g.start_ms, g.end_ms) for g in expected.gaps] == [(6 * P, 20 * P)]
+    first = Windower(s)
+    feed(first, rows[:12])  # rows 6-10 final and invalid: the gap is open since row 6
+    state = first.gap_state((0, "x"))
+    assert state == GapState(6, alerted=True, ever_valid=True)
+    commit = first.committable(0)
+    assert commit == 11
+    replay = Windower(s)
+    replay.restore_position(0, 12)
+    replay.restore_gap((0, "x"), state)
+    head = feed(replay, rows[commit:12])  # below the position: the grid is being rebuilt
+    assert (head.gaps, head.alerts, head.gap_changes) == ([], [], [])
+    assert replay.gap_state((0, "x")) == state  # what is stored meanwhile
+    rest = feed(replay, rows[12:])
+    assert (rest.gaps, rest.alerts) == (expected.gaps, [])
+    assert rest.gap_changes == [(0, "x")]
+
+
+def test_a_grid_begun_at_or_after_the_position_keeps_its_own_state() -> None:
+    """No reading of the asset was consumed before the commit (or its grid was closed):
+    the uninterrupted run's grid for it is new too; a stored state is not taken."""
+    s = spec(size=4, hop=2, fill=0)
+    w = Windower(s)
+    w.restore_position(0, 10)
+    w.restore_gap((0, "x"), GapState(-50, alerted=True, ever_valid=True))
+    dead = [(0, "x", 10 + i, b * P + 10, [float(b), NAN]) for i, b in enumerate(range(8))]
+    out = feed(w, dead)
+    assert [(a.start_ms, a.end_ms) for a in out.alerts] == [(0, 4 * P)]
+
+
+def test_revoke_drops_the_stored_replay_state_of_that_partition() -> None:
+    s = spec()
+    w = Windower(s)
+    w.restore_position(0, 10)
+    w.restore_position(1, 10)
+    stored = GapState(3, alerted=True, ever_valid=False)
+    w.restore_gap((0, "x"), stored)
+    w.restore_gap((1, "x"), stored)
+    w.revoke([0])
+    assert w.positions() == {1: 10}
+    assert (w.gap_state((0, "x")), w.gap_state((1, "x"))) == (FRESH_GAP_STATE, stored)
 
 
 def test_sweep_idle_closes_silent_assets_and_reports_them() -> None:

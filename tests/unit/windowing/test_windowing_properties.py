@@ -3,7 +3,8 @@
 * batching does not change results (windows, late mask, gaps, gap alerts, accounting);
 * ``committable`` never passes a reading that a window not yet emitted needs;
 * crash → replay from ``committable`` → the union of both runs' windows is the
-  uninterrupted run's windows;
+  uninterrupted run's windows; with the gap state stored at the commit, both runs'
+  gap events and alerts together are exactly the uninterrupted run's;
 * reading-level accounting adds up.
 """
 
@@ -153,8 +154,14 @@ def split(n: int, rng: np.random.Generator, n_cuts: int) -> list[np.ndarray]:
     return np.split(np.arange(n), cuts)
 
 
-def run_batches(stream: Stream, batches: Sequence[np.ndarray], *, flush: bool = True) -> Run:
-    run = Run(Windower(SPEC))
+def run_batches(
+    stream: Stream,
+    batches: Sequence[np.ndarray],
+    *,
+    flush: bool = True,
+    windower: Windower | None = None,
+) -> Run:
+    run = Run(Windower(SPEC) if windower is None else windower)
     for idx in batches:
         run.feed(stream.take(idx))
     if flush:
@@ -254,10 +261,12 @@ def test_committable_never_passes_a_reading_an_open_window_needs(seed: int) -> N
 
 
 def crash_and_replay(
-    stream: Stream, rng: np.random.Generator, crash_after: int
+    stream: Stream, rng: np.random.Generator, crash_after: int, *, restore: bool = False
 ) -> tuple[Run, Run, dict[int, int]]:
     """Run 1 consumes batches up to ``crash_after`` readings and dies; run 2 is a fresh
-    Windower replaying each partition from its committable offset to the end."""
+    Windower replaying each partition from its committable offset to the end; with
+    ``restore`` it first takes what the scorer stores at that commit (each partition's
+    consumed position, each asset's gap state)."""
     n = len(stream)
     run1 = Run(Windower(SPEC))
     consumed = 0
@@ -265,17 +274,22 @@ def crash_and_replay(
         run1.feed(stream.take(idx))
         consumed = int(idx[-1]) + 1
     starts: dict[int, int] = {}
+    windower = Windower(SPEC)
     for p in np.unique(stream.partitions).tolist():
+        seen = stream.offsets[:consumed][stream.partitions[:consumed] == p]
+        position = int(seen.max()) + 1 if len(seen) else 0
         c = run1.windower.committable(p)
-        if c is None:  # nothing held: commit everything consumed
-            seen = stream.offsets[:consumed][stream.partitions[:consumed] == p]
-            c = int(seen.max()) + 1 if len(seen) else 0
-        starts[p] = c
+        starts[p] = position if c is None else c  # nothing held: commit everything consumed
+        if restore:
+            windower.restore_position(p, position)
+    if restore:
+        for key in run1.windower.gap_keys():
+            windower.restore_gap(key, run1.windower.gap_state(key))
     replay = np.flatnonzero(
         np.array([o >= starts[p] for p, o in zip(stream.partitions, stream.offsets, strict=True)])
     )
     replayed = stream.take(replay)
-    run2 = run_batches(replayed, split(len(replay), rng, 8))
+    run2 = run_batches(replayed, split(len(replay), rng, 8), windower=windower)
     assert len(replay) >= n - consumed
     return run1, run2, starts
 
@@ -351,3 +365,37 @@ def test_replay_can_reemit_an_emitted_window_with_other_values() -> None:
     second = windows(Windower(spec), slice(c, 10))
     assert first[4000] == [40.0, 50.0]
     assert second.get(4000, first[4000]) == first[4000]  # replay says [40, 40]
+
+
+# -- gaps across a crash: the stored gap state ----------------------------------------------
+
+
+@pytest.mark.parametrize("out_of_order", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_crash_and_replay_with_the_stored_gap_state_reports_as_the_uninterrupted_run(
+    seed: int, out_of_order: bool
+) -> None:
+    """Run 2 takes what run 1 would store at its commit: each partition's consumed
+    position and each asset's gap state. The gap events and alerts of both runs together
+    are then exactly the uninterrupted run's (ids are of kind, asset, start, end), with
+    no repeat: one alert per gap however the crash cuts it. Without that state, the
+    replay alerts gaps again from its first replayed row."""
+    stream = make_stream(seed, out_of_order=out_of_order)
+    n = len(stream)
+    full = run_batches(stream, [np.arange(n)])
+    assert not any(full.late)
+    expected = (sorted(full.gaps, key=repr), sorted(full.alerts, key=repr))
+    rng = np.random.default_rng(90 + seed)
+    differs_without = 0
+    for crash_after in sorted(rng.choice(np.arange(50, n - 50), size=10, replace=False)):
+        for restore in (True, False):
+            run1, run2, _ = crash_and_replay(stream, rng, int(crash_after), restore=restore)
+            got = (
+                sorted(run1.gaps + run2.gaps, key=repr),
+                sorted(run1.alerts + run2.alerts, key=repr),
+            )
+            if restore:
+                assert got == expected, crash_after
+            else:
+                differs_without += got != expected
+    assert differs_without > 0
