@@ -525,8 +525,18 @@ def _flag_time(flag: str, text: str) -> int:
     """A command-line time (``--from``/``--to``) as epoch ms, or a :class:`ConfigError`
     naming the flag (``parse_ts`` raises the decoder's internal rejection)."""
     given = text.strip()
-    if given.lstrip("-").isdigit():
-        return int(given)  # epoch ms, as the error below offers
+    digits = given.lstrip("-")
+    if digits.isdigit():
+        # epoch ms has 12+ digits since 1973; fewer is a date (20260101) or epoch
+        # seconds (1764097136), which read as ms would silently mean January 1970
+        if len(digits) < 12:
+            raise ConfigError(
+                f"{flag} {text!r} is not epoch milliseconds (too few digits: a date or "
+                "epoch seconds?)",
+                hint=f"give an ISO-8601 time with a zone, e.g. {flag} 2026-01-01T00:00:00Z, "
+                "or epoch milliseconds (13 digits)",
+            )
+        return int(given)
     try:
         return parse_ts(given)
     except _Reject as exc:

@@ -578,7 +578,11 @@ class ScorerService:
             value = msgspec.json.encode(state((p, asset)))
             self.producer.send(mt, value, key=f"{p}|{asset}".encode())
         for p, o in self._consumed.items():  # the partition's record: its position
-            self.producer.send(mt, msgspec.json.encode(AssetState(o)), key=f"{p}|".encode())
+            # never backwards: a commit during a replay (below the position taken back)
+            # would otherwise pair the asset records' gap state, as of that position,
+            # with an older one, and a second restart would replay readings onto it
+            position = max(o, self._consumed_marks.get(p, -1))
+            self.producer.send(mt, msgspec.json.encode(AssetState(position)), key=f"{p}|".encode())
 
     # -- hot swap ------------------------------------------------------------------------
 

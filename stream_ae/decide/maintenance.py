@@ -15,10 +15,12 @@ order always works. The rules, simple on purpose:
 * ``maintenance_start`` at ``s`` opens ``[s, ∞)``. A start while one is open
   changes nothing (the first start stands: the same maintenance reported twice).
 * ``maintenance_end`` at ``e`` closes the open period as ``[s, e)`` when
-  ``e > s``. With nothing open, or at or before the open start (an end written
-  before its start, or of an older maintenance), it closes nothing; the caller
-  logs it. An end read before its start therefore leaves the period open until
-  the next end: write the pair in order, or one ``maintenance`` record.
+  ``e >= s`` (``e == s``, times rounded to the minute say: an empty period, closed
+  all the same, or every later event would be tagged). With nothing open, or
+  before the open start (an end written before its start, or of an older
+  maintenance), it closes nothing; the caller logs it. An end read before its
+  start therefore leaves the period open until the next end: write the pair in
+  order, or one ``maintenance`` record.
 * ``maintenance`` ``[s, e)`` is one closed period (empty when ``e <= s``);
   without ``end_ms`` it opens ``[s, ∞)`` like a start (as the trainer reads it).
 * ``acknowledged_fault`` and ``false_alarm`` are not maintenance.
@@ -74,10 +76,11 @@ class MaintenancePeriods:
             return "opened"
         if fb.kind == "maintenance_end":
             began = self._open.get(asset)
-            if began is None or fb.start_ms <= began:
+            if began is None or fb.start_ms < began:
                 return "nothing_to_close"
             del self._open[asset]
-            self._add(asset, began, fb.start_ms)
+            if fb.start_ms > began:  # at its start (times rounded): an empty period
+                self._add(asset, began, fb.start_ms)
             return "closed"
         if fb.kind == "maintenance":
             assert fb.end_ms is not None  # the open form was handled above

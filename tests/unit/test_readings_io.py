@@ -218,6 +218,9 @@ def test_a_required_label_column_that_is_missing_is_named_with_the_columns(
         ("yesterday", None, "--from 'yesterday' is neither epoch milliseconds nor ISO-8601"),
         ("2026-11-26T00:00", None, "--from '2026-11-26T00:00' has no time zone"),
         ("2026-11-26T00:00Z", "soon", "--to 'soon' is neither"),
+        # a date or epoch seconds would silently read as milliseconds in January 1970
+        ("20260101", None, "--from '20260101' is not epoch milliseconds (too few digits"),
+        ("2026-11-26T00:00Z", "1764115200", "--to '1764115200' is not epoch milliseconds"),
     ],
 )
 def test_read_topic_times_name_the_flag(start: str, end: str | None, said: str) -> None:

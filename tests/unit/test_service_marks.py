@@ -124,6 +124,26 @@ def test_the_gap_state_and_the_partitions_position_are_taken_back(
     assert msgspec.json.encode(service.pipeline.asset_state((0, "p2"))).endswith(b'"gap":{}}')
 
 
+def test_a_commit_during_a_replay_never_stores_an_older_position(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Restarted at position 40, the replay has read up to 25 when it commits: the
+    partition's record must keep 40 (the asset records' gap state is as of 40), else a
+    second restart takes that state too early and replays readings onto it."""
+    records = [Record(b"0|", b'{"window_start_ms": 40}'), Record(b"1|", b'{"window_start_ms": 5}')]
+    service = _service(monkeypatch, records)
+    service._load_marks({0, 1})
+    service._consumed = {0: 25, 1: 30}
+    sent: list[tuple[str, bytes, bytes]] = []
+    service.producer = SimpleNamespace(  # type: ignore[assignment]
+        send=lambda topic, value, key: sent.append((topic, key, value))
+    )
+    service._send_marks()
+    positions = {key: msgspec.json.decode(value, type=AssetState) for _, key, value in sent}
+    assert positions[b"0|"].window_start_ms == 40
+    assert positions[b"1|"].window_start_ms == 30
+
+
 class _Producer:
     def __init__(self, abort_fails: bool = False) -> None:
         self.wedged = False
