@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -11,6 +12,7 @@ from harness import (
     STREAM_START,
     Env,
     ScorerThread,
+    W,
     events_of,
     read_all,
     scores_of,
@@ -105,10 +107,13 @@ def test_gaps_and_silent_assets_become_data_quality_events(env: Env) -> None:
     # pump-002 sends nothing for steps 200..259: a 60 s hole, far beyond the fill limit
     hole = range(STREAM_START + 200 * PERIOD_MS, STREAM_START + 260 * PERIOD_MS)
     kept = [m for m in msgs if not (m[0] == b"pump-002" and m[2] in hole)]
+    # pump-004's bearing_temp sensor dies at step 300; its other channels go on
+    dead_from = STREAM_START + 300 * PERIOD_MS
+    kept = [_without(m, "bearing_temp") if _of(m, b"pump-004", dead_from) else m for m in kept]
     env.produce(settings, kept)
     scorer = ScorerThread(settings).start()
     scorer.wait_for(len(kept))
-    wait_until(lambda: scorer.service.pipeline.metrics.quality_events >= 7, 30, "quality events")
+    wait_until(lambda: scorer.service.pipeline.metrics.quality_events >= 9, 30, "quality events")
     scorer.stop()
     from stream_ae.schemas import decode_quality_event
 
@@ -116,11 +121,31 @@ def test_gaps_and_silent_assets_become_data_quality_events(env: Env) -> None:
         decode_quality_event(m.value()) for m in read_all(settings, settings.topics.data_quality)
     ]
     gaps = [e for e in events if e.kind == "gap"]
-    assert [(e.asset_id, e.start_ms, e.end_ms) for e in gaps] == [
+    assert [(e.asset_id, e.start_ms, e.end_ms) for e in gaps if e.asset_id == "pump-002"] == [
         ("pump-002", STREAM_START + 203 * PERIOD_MS, STREAM_START + 260 * PERIOD_MS)
     ]  # steps 200..202 are filled forward from step 199 (fill_limit 3); 203 is the first hole
+    # the dead sensor: alerted once while the gap is open (one window, W = 32 rows, after
+    # its first unfillable row), then closed as a gap when the asset went silent
+    (alert,) = [e for e in events if e.kind == "channels_missing"]
+    first = STREAM_START + 303 * PERIOD_MS
+    assert (alert.asset_id, alert.start_ms, alert.end_ms) == ("pump-004", first, first + W * 1000)
+    assert "bearing_temp" in alert.detail and "vibration_rms" not in alert.detail
+    assert [(e.asset_id, e.start_ms) for e in gaps if e.asset_id != "pump-002"] == [
+        ("pump-004", first)
+    ]
     silent = {e.asset_id for e in events if e.kind == "silent_asset"}
     assert silent == {f"pump-{i:03d}" for i in range(6)}
     # no window spans the hole
     acct = scorer.service.pipeline.windower.accounting()
     assert acct.late == 0
+
+
+def _of(message: tuple[bytes, bytes, int], key: bytes, from_ms: int) -> bool:
+    return message[0] == key and message[2] >= from_ms
+
+
+def _without(message: tuple[bytes, bytes, int], channel: str) -> tuple[bytes, bytes, int]:
+    """The wide reading without ``channel`` (its sensor sends nothing)."""
+    doc = json.loads(message[1])
+    del doc["values"][channel]
+    return message[0], json.dumps(doc).encode(), message[2]
