@@ -10,6 +10,7 @@ holds the periods and tags the events of windows that overlap one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +32,14 @@ from stream_ae.schemas import (
     LatentRecord,
     MessageLike,
     ScoreRecord,
+    iso_ms,
     latent_records,
 )
 from stream_ae.windowing import GridSpec, StepResult, WindowBatch, Windower
 from stream_ae.windowing.asset_grid import GapState
 from stream_ae.windowing.rebaseline import BaselineState, Rebaseliner
+
+log = logging.getLogger(__name__)
 
 
 class ScoreLike(Protocol):
@@ -128,6 +132,7 @@ class Pipeline:
         track_marks: bool = False,
         rebaseline_ms: int = 0,
         tag_maintenance: bool = True,
+        maintenance_open_max_ms: int = 0,
     ) -> None:
         self.model = model
         self.decoder = ReadingDecoder(model.decider.channels, max_future_ms=max_future_ms)
@@ -148,7 +153,9 @@ class Pipeline:
         self.rebaseliner = self._new_rebaseliner(model)
         # Per asset id, not per partition, and kept across swaps and rebalances: the
         # feedback topic is read whole by every scorer (decide.tag_maintenance).
-        self.maintenance = MaintenancePeriods() if tag_maintenance else None
+        self.maintenance = (
+            MaintenancePeriods(open_max_ms=maintenance_open_max_ms) if tag_maintenance else None
+        )
 
     @property
     def channels(self) -> list[str]:
@@ -345,6 +352,17 @@ class Pipeline:
             maintenance=self.maintenance,
         )
         self.metrics.events_during_maintenance += sum(e.during_maintenance for e in events)
+        if self.maintenance is not None:
+            for asset, began in self.maintenance.take_overdue():
+                log.warning(
+                    "maintenance on %s open since %s for more than %.0f h without a "
+                    "maintenance_end: its anomaly events are no longer tagged "
+                    "during_maintenance (decide.maintenance_open_max_h); send "
+                    "maintenance_end when it ends",
+                    asset,
+                    iso_ms(began),
+                    self.maintenance.open_max_ms / 3_600_000,
+                )
         out.events.extend(events)
         if self.publish_scores:
             out.scores.extend(decider.score_records(windows, res.scores, limits))

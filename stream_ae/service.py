@@ -269,6 +269,7 @@ class ScorerService:
             track_marks=settings.scorer.exactly_once or settings.scorer.replay_marks,
             rebaseline_ms=int(settings.model.rebaseline_s * 1000),
             tag_maintenance=settings.decide.tag_maintenance,
+            maintenance_open_max_ms=int(settings.decide.maintenance_open_max_h * 3_600_000),
         )
         rule = binding.decider.persistence
         if not self.pipeline.track_marks and (

@@ -202,6 +202,11 @@ class DecideSettings(_Section):
     #: They are still published, same severity and id: consumers filter on the tag.
     #: The scorer then follows topics.feedback (created if missing); off: never tagged.
     tag_maintenance: bool = True
+    #: An open maintenance (a start, no end yet) tags for at most this many hours
+    #: after its start (event time); then the scorer warns once and tags no more, so
+    #: a forgotten maintenance_end does not hide the asset's real alarms from a
+    #: consumer that filters on the tag. 0 = no limit.
+    maintenance_open_max_h: float = Field(default=24.0, ge=0)
 
 
 class ScorerSettings(_Section):

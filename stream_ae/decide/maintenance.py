@@ -24,6 +24,11 @@ order always works. The rules, simple on purpose:
 * ``maintenance`` ``[s, e)`` is one closed period (empty when ``e <= s``);
   without ``end_ms`` it opens ``[s, ∞)`` like a start (as the trainer reads it).
 * ``acknowledged_fault`` and ``false_alarm`` are not maintenance.
+* An open period tags for at most ``open_max_ms`` after its start
+  (``decide.maintenance_open_max_h``; 0 = no limit): a forgotten
+  ``maintenance_end`` must not tag the asset's real alarms for ever, which a
+  consumer filtering on the tag would never see. The first window past it is
+  reported once (:meth:`MaintenancePeriods.take_overdue`) for the caller to log.
 
 State stays bounded: per asset at most one open period, and the closed periods
 that can still overlap a window to come. A closed period is dropped once it
@@ -57,6 +62,8 @@ class MaintenancePeriods:
     """The maintenance periods known per asset id (see the module docstring)."""
 
     keep_ms: int = KEEP_MS
+    #: an open period tags windows starting before ``start + open_max_ms``; 0: no limit
+    open_max_ms: int = 0
     #: asset -> start of its open maintenance (no end reported yet)
     _open: dict[str, int] = field(default_factory=dict)
     #: asset -> closed periods [start, end), in the order noted
@@ -65,6 +72,10 @@ class MaintenancePeriods:
     _clock_ms: int | None = None
     #: the clock at the last sweep of every asset's closed periods
     _swept_ms: int | None = None
+    #: open periods found outlasted by a window, not yet taken (take_overdue)
+    _overdue: list[tuple[str, int]] = field(default_factory=list)
+    #: asset -> starts of its open periods already reported overdue
+    _overdue_seen: dict[str, set[int]] = field(default_factory=dict)
 
     def note(self, fb: FeedbackEvent) -> Note:
         """Take one feedback record into account (the rules are in the module docstring)."""
@@ -79,6 +90,7 @@ class MaintenancePeriods:
             if began is None or fb.start_ms < began:
                 return "nothing_to_close"
             del self._open[asset]
+            self._overdue_seen.pop(asset, None)
             if fb.start_ms > began:  # at its start (times rounded): an empty period
                 self._add(asset, began, fb.start_ms)
             return "closed"
@@ -105,8 +117,18 @@ class MaintenancePeriods:
         """Whether the window ``[start_ms, end_ms)`` overlaps one of the asset's periods."""
         began = self._open.get(asset_id)
         if began is not None and began < end_ms:
-            return True
+            if not self.open_max_ms or start_ms < began + self.open_max_ms:
+                return True
+            if began not in self._overdue_seen.setdefault(asset_id, set()):
+                self._overdue_seen[asset_id].add(began)
+                self._overdue.append((asset_id, began))
         return any(s < end_ms and e > start_ms for s, e in self._closed.get(asset_id, ()))
+
+    def take_overdue(self) -> list[tuple[str, int]]:
+        """(asset, start) of each open period a window outlasted ``open_max_ms`` since
+        the last call: no longer tagging, each reported once."""
+        out, self._overdue = self._overdue, []
+        return out
 
     def advance(self, newest_start_ms: int) -> None:
         """Windows up to ``newest_start_ms`` were seen: move the clock, and drop the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -252,6 +253,20 @@ def test_the_tag_changes_neither_the_event_id_nor_the_rest_of_the_event() -> Non
     assert [e.event_id for e in events] == [e.event_id for e in untagged]
     assert [msgspec.structs.replace(e, during_maintenance=False) for e in events] == untagged
     assert [e.severity for e in events] == [e.severity for e in untagged]
+
+
+def test_an_open_maintenance_past_its_limit_stops_tagging_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pipe, _ = make()
+    assert pipe.maintenance is not None
+    pipe.maintenance.open_max_ms = 3 * P  # decide.maintenance_open_max_h, in small
+    with caplog.at_level(logging.WARNING, logger="stream_ae.pipeline"):
+        assert tagged(pipe, maint("maintenance_start", 0)) == [(2, True), (4, False)]
+    (warning,) = caplog.records
+    text = " ".join(warning.getMessage().split())
+    assert "maintenance on p1 open since" in text and "no longer tagged" in text
+    assert "send maintenance_end" in text
 
 
 def test_maintenance_outlasts_a_model_swap() -> None:

@@ -106,3 +106,27 @@ def test_the_clock_never_moves_back_and_sweeps_are_spaced() -> None:
     assert m.size() == 2
     m.advance(11 * HOUR)  # floor 7 h: (5 h, 7 h) ended at it, (5 h, 6 h + 1) before
     assert m.size() == 0
+
+
+def test_an_open_maintenance_tags_for_at_most_open_max_ms_and_says_so_once() -> None:
+    # A forgotten maintenance_end must not tag the asset's real alarms for ever.
+    m = MaintenancePeriods(open_max_ms=24 * HOUR)
+    m.note(fb("maintenance_start", 0))
+    assert m.covers("pump-3", 23 * HOUR, 24 * HOUR + 10)  # starts inside the limit
+    assert m.take_overdue() == []
+    assert not m.covers("pump-3", 24 * HOUR, 24 * HOUR + 10)
+    assert not m.covers("pump-3", 30 * HOUR, 30 * HOUR + 10)
+    assert m.take_overdue() == [("pump-3", 0)]  # once per open period
+    assert m.take_overdue() == []
+    m.note(fb("maintenance_end", 31 * HOUR))  # closed: the whole period tags again
+    assert m.covers("pump-3", 30 * HOUR, 30 * HOUR + 10)
+    m.note(fb("maintenance_start", 40 * HOUR))  # a new one is reported again
+    assert not m.covers("pump-3", 70 * HOUR, 70 * HOUR + 10)
+    assert m.take_overdue() == [("pump-3", 40 * HOUR)]
+
+
+def test_no_limit_by_default() -> None:
+    m = MaintenancePeriods()
+    m.note(fb("maintenance_start", 0))
+    assert m.covers("pump-3", 1000 * HOUR, 1000 * HOUR + 10)
+    assert m.take_overdue() == []
