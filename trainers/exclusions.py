@@ -9,20 +9,34 @@ A window is excluded when it overlaps, for its asset:
 * or the current champion scores it above its own threshold (``champion_alarm``).
 
 False-alarm feedback is also returned as a calibration signal: those windows
-are normal operation the model found unusual. Pure numpy; the trainer service
-reads the topics and calls :func:`exclusion_mask`.
+are normal operation the model found unusual. :func:`exclusion_mask` is pure
+numpy; :func:`read_exclusion_records` reads the anomalies and feedback topics
+and :func:`champion_excluder` builds the ``exclude`` callable a retraining round
+(trainers/retrain.py) applies, for every caller that trains on a topic range
+(``stream-ae retrain --from/--to``; the trainer service builds the same thing in
+``TrainerService._excluder``, which could call these two instead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
+from stream_ae import schemas
+from stream_ae.errors import StreamAEError
 from stream_ae.schemas import AnomalyEvent, FeedbackEvent
 from stream_ae.windowing import WindowBatch
+
+if TYPE_CHECKING:
+    from stream_ae.model.artifact import LoadedModel
+    from stream_ae.settings import Settings
+
+log = logging.getLogger(__name__)
 
 Intervals = Mapping[str, Sequence[tuple[int, int]]]  # asset -> [(start_ms, end_ms)), sorted
 
@@ -124,3 +138,84 @@ def exclusion_mask(
         },
         false_alarm_windows=int(cleared.sum()),
     )
+
+
+# -- for the callers that read the topics ------------------------------------------------
+
+
+def _read_topic_values(settings: Settings, topic: str, start_ms: int) -> list[Any]:
+    from stream_ae.io.kafka import iter_values, read_range
+
+    try:
+        return list(iter_values(read_range(settings.kafka, topic, start_ms=start_ms)))
+    except StreamAEError as exc:  # a topic that does not exist yet holds nothing
+        log.info("nothing read from %s: %s", topic, exc)
+        return []
+
+
+def read_exclusion_records(
+    settings: Settings, start_ms: int
+) -> tuple[list[AnomalyEvent], list[FeedbackEvent]]:
+    """What the exclusions need from the broker, read as the trainer service reads
+    it: the anomaly events on ``topics.anomalies`` from ``start_ms`` (the start of the
+    training range) to the topic's end, and every feedback record on
+    ``topics.feedback`` from its beginning (a maintenance may have started before the
+    range). A topic that does not exist yet holds nothing; a feedback record that is
+    not one is logged and skipped."""
+    events = [
+        msgspec.json.decode(m.value(), type=AnomalyEvent)
+        for m in _read_topic_values(settings, settings.topics.anomalies, start_ms)
+    ]
+    feedback, problems = schemas.feedback_events(
+        _read_topic_values(settings, settings.topics.feedback, 0)
+    )
+    for problem in problems:
+        log.warning("%s", problem)
+    return events, feedback
+
+
+def drift_report(md: Any, windows: WindowBatch, scores: np.ndarray) -> dict[str, Any]:
+    """Drift of these windows and the model's scores against its training period
+    (the same as trainers/service.py's ``_drift_report``)."""
+    from stream_ae.decide.drift import DriftMonitor
+
+    monitor = DriftMonitor.from_metadata(md, horizon=len(scores))
+    monitor.update(windows.values, scores, windows.asset_ids)
+    return monitor.report()
+
+
+def champion_excluder(
+    events: Sequence[AnomalyEvent],
+    feedback: Sequence[FeedbackEvent],
+    *,
+    open_end_ms: int,
+    champion: LoadedModel | None,
+    channels: Sequence[str],
+) -> Callable[[WindowBatch], Exclusions]:
+    """The ``exclude`` of a retraining round: windows overlapping ``events`` or the
+    maintenance and faults in ``feedback`` (open ones run to ``open_end_ms``), and the
+    windows ``champion`` alarms on, each judged by its asset's threshold — when the
+    champion can score these windows (the same ``channels``, in the same order, and
+    window size); with it, the drift of the new data against its training period."""
+    chans = list(channels)
+
+    def exclude(windows: WindowBatch) -> Exclusions:
+        scores = threshold = None
+        if champion is not None:
+            md = champion.metadata
+            if list(md.channels) == chans and windows.values.shape[2] == md.window:
+                scores = np.asarray(champion.scorer.score(windows.values).scores)
+                threshold = md.asset_thresholds.values_for(windows.asset_ids)
+        ex = exclusion_mask(
+            windows,
+            events=events,
+            feedback=feedback,
+            champion_scores=scores,
+            champion_threshold=threshold,
+            open_end_ms=open_end_ms,
+        )
+        if scores is not None and champion is not None:
+            ex.drift = drift_report(champion.metadata, windows, scores)
+        return ex
+
+    return exclude

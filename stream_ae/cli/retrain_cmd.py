@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from stream_ae.model.artifact import LoadedModel
+    from stream_ae.readings_io import Readings
+    from stream_ae.registry import Registry
+    from stream_ae.settings import Settings
+    from stream_ae.windowing import WindowBatch
+    from trainers.exclusions import Exclusions
 
 console = Console()
 
@@ -83,7 +92,8 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        """Train a candidate, calibrate its threshold, gate it, register it, promote it."""
+        """Train a candidate on normal windows (a topic range leaves out events, maintenance,
+        faults and champion alarms; a CSV its labelled rows), calibrate, gate, register, promote."""
         from stream_ae.cli import get_settings
         from stream_ae.errors import ConfigError, DataError
         from stream_ae.registry import Registry
@@ -111,16 +121,24 @@ def register(app: typer.Typer) -> None:
         chans = [c.strip() for c in channels.split(",")] if channels else None
         if (csv is None) == (topic_start is None):
             raise DataError("give exactly one source: --csv FILE or --from TIME [--to TIME]")
+        reg = Registry(tr.registry)
+        exclude: Callable[[WindowBatch], Exclusions] | None = None
+        champion: LoadedModel | None = None
         if csv is not None:
             from stream_ae.readings_io import read_readings
 
             readings, source = read_readings(csv, channels=chans, sep=sep), str(csv)
+            console.print(f"retraining on {len(readings):,} readings from {source}")
+            note = _CSV_EXCLUSIONS + (
+                f" ({int((readings.labels != 0).sum()):,} readings labelled anomalous)"
+                if readings.labels is not None
+                else " (it has none: every row is trained on)"
+            )
+            console.print(f"[yellow]{note}[/]")
         else:
-            from stream_ae.readings_io import read_topic
-
-            readings, source = read_topic(settings, topic_start or "", topic_end, chans)
-        console.print(f"retraining on {len(readings):,} readings from {source}")
-        reg = Registry(tr.registry)
+            readings, source, exclude, champion = _topic_source(
+                settings, reg, topic_start or "", topic_end, chans
+            )
 
         def say(version: str) -> None:
             from stream_ae.cli.models_cmd import _announce
@@ -144,9 +162,13 @@ def register(app: typer.Typer) -> None:
             progress=progress,
             golden=tr.golden_set,
             golden_tolerance=tr.golden_tolerance,
+            exclude=exclude,
+            max_excluded_share=tr.max_excluded_share,
+            champion=champion,
         )
         gate = result.report["gate"]
         table = Table(title=f"candidate {result.version}", show_header=False)
+        table.add_row("excluded from training", _excluded_text(result.report["data"]))
         table.add_row("threshold", json.dumps(result.report["threshold"]))
         table.add_row(
             "false alarms on unseen recent normal windows",
@@ -175,6 +197,72 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         if not result.passed:
             raise typer.Exit(1)
+
+
+#: what a CSV source leaves out: a file has no anomaly events or feedback beside it
+_CSV_EXCLUSIONS = (
+    "CSV input: no exclusions apply beyond the file's anomaly labels (rows labelled "
+    "non-zero are left out); emitted events, maintenance, acknowledged faults and "
+    "champion alarms are only left out when training on a topic range (--from/--to)"
+)
+
+
+def _topic_source(
+    settings: Settings,
+    reg: Registry,
+    start: str,
+    end: str | None,
+    channels: list[str] | None,
+) -> tuple[Readings, str, Callable[[WindowBatch], Exclusions], LoadedModel | None]:
+    """Readings of the topic range, and the exclusions ``trainer run`` applies: anomaly
+    events and feedback read over the same range as the trainer reads them, and the
+    windows the registry's champion (loaded here, also for the golden gate) alarms
+    on."""
+    import time
+
+    from stream_ae.readings_io import _flag_time, read_topic
+    from trainers.exclusions import champion_excluder, read_exclusion_records
+
+    readings, source = read_topic(settings, start, end, channels)
+    console.print(f"retraining on {len(readings):,} readings from {source}")
+    start_ms = _flag_time("--from", start)
+    now_ms = time.time_ns() // 1_000_000
+    version = reg.champion() if reg.root.is_dir() else None
+    champion = None
+    if version is not None:
+        from stream_ae.model.artifact import load_artifact
+
+        champion = load_artifact(reg.path_of(version), device="cpu")
+    events, feedback = read_exclusion_records(settings, start_ms)
+    text = (
+        f"exclusions: {len(events):,} anomaly events on {settings.topics.anomalies}, "
+        f"{len(feedback):,} feedback records on {settings.topics.feedback}, "
+        + (f"alarms of champion {version}" if version else "no champion to ask")
+        + f" (at most {settings.trainer.max_excluded_share:.0%} of the windows may go: "
+        "trainer.max_excluded_share)"
+    )
+    console.print(text)
+    exclude = champion_excluder(
+        events, feedback, open_end_ms=now_ms, champion=champion, channels=readings.channels
+    )
+    return readings, source, exclude, champion
+
+
+def _excluded_text(data: dict[str, Any]) -> str:
+    """The summary's line on what was left out (the report's ``data`` section)."""
+    ex = data.get("exclusions")
+    if ex is not None:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in ex["by_reason"].items())
+        text = (
+            f"{ex['share']:.2%} of the windows ({ex['excluded']:,} of {ex['windows']:,}; "
+            f"{reasons}; false-alarm windows kept {ex['false_alarm_windows_kept']:,})"
+        )
+    else:
+        text = "no event, feedback or champion exclusions (CSV input)"
+    labelled = data.get("excluded_labelled_anomalies")
+    if labelled is not None:
+        text += f"; {labelled:,} readings labelled anomalous left out"
+    return text
 
 
 def _golden_rows(table: Table, g: dict[str, Any]) -> None:

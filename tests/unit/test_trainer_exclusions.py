@@ -58,3 +58,20 @@ def test_a_champion_of_other_channels_with_the_same_count_is_not_asked(tmp_path:
     assert _excluded(tmp_path / "same", ["temp", "vibration"], always)[1] == 4
     mask, alarms = _excluded(tmp_path / "other", ["pressure", "flow"], always)
     assert mask == [False] * 4 and alarms == 0
+
+
+def test_the_shared_excluder_of_the_retrain_command_is_the_services(tmp_path: Path) -> None:
+    """trainers.exclusions.champion_excluder (``stream-ae retrain --from/--to``) leaves
+    out what TrainerService._excluder (``trainer run``) leaves out."""
+    from trainers.exclusions import champion_excluder
+
+    path = tiny_artifact(
+        tmp_path / "art", threshold=THRESHOLDS.fleet, threshold_section=THRESHOLDS.to_dict()
+    )
+    champion = load_artifact(path, device="cpu")
+    ex = champion_excluder(
+        [], [], open_end_ms=10_000, champion=champion, channels=["temp", "vibration"]
+    )(_windows())
+    mask, alarms = _excluded(tmp_path / "svc", ["temp", "vibration"])
+    assert ex.mask.tolist() == mask == [True, False, True, False]
+    assert ex.reasons["champion_alarm"] == alarms and ex.drift is not None
