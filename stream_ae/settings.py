@@ -163,7 +163,8 @@ class WindowSettings(_Section):
 
 
 class ModelSettings(_Section):
-    #: Artifact version folder, or a folder of versions (the newest is used).
+    #: Artifact version folder, a folder of versions (the newest is used), or a model
+    #: registry (trainer.registry, or its versions/ folder: its champion is used).
     path: Path = Path("artifacts")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: torch intra-op threads. 1 by default: the scorer's own Python loop and

@@ -61,6 +61,7 @@ __all__ = [
     "load_artifact",
     "make_version",
     "new_metadata",
+    "registry_champion_dir",
     "resolve_artifact_dir",
     "save_artifact",
     "sha256_file",
@@ -374,12 +375,61 @@ def write_current_pointer(out_dir: Path, version: str | Path) -> Path:
 # ----------------------------------------------------------------------------- load
 
 
+#: A model registry's layout (stream_ae/registry.py: ``<root>/versions/<version>/``, a
+#: ``CHAMPION`` file naming the version to serve, ``decisions.jsonl``, ``.lock``),
+#: repeated here because stream_ae.registry imports this module: a scorer's
+#: ``model.path`` may name a registry, and loading follows its champion.
+REGISTRY_VERSIONS_DIR = "versions"
+REGISTRY_CHAMPION_FILE = "CHAMPION"
+_REGISTRY_MARKERS = (REGISTRY_CHAMPION_FILE, "decisions.jsonl", ".lock")
+_PROMOTE_HINT = "promote one: stream-ae models promote VERSION (see stream-ae models list)"
+
+
+def _registry_root(path: Path) -> Path | None:
+    """The registry ``path`` designates — its root (``CHAMPION``, or ``versions/`` beside
+    a decision log or writer lock) or its ``versions`` folder — or None."""
+    if (path / REGISTRY_CHAMPION_FILE).is_file():
+        return path
+    for root in (path, path.parent) if path.name == REGISTRY_VERSIONS_DIR else (path,):
+        if (root / REGISTRY_VERSIONS_DIR).is_dir() and any(
+            (root / marker).is_file() for marker in _REGISTRY_MARKERS
+        ):
+            return root
+    return None
+
+
+def registry_champion_dir(root: Path) -> Path:
+    """The champion's version directory of the registry at ``root`` (read as
+    :meth:`stream_ae.registry.Registry.champion` reads it; readers never lock);
+    :class:`ArtifactError` when there is no champion, or ``CHAMPION`` names no
+    registered version."""
+    pointer = root / REGISTRY_CHAMPION_FILE
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"model registry {root} has no champion to serve (no {REGISTRY_CHAMPION_FILE} "
+            "file: no version has been promoted)",
+            hint=_PROMOTE_HINT,
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"cannot read {pointer}: {exc}") from exc
+    target = root / REGISTRY_VERSIONS_DIR / name
+    if not safe_name(name) or not (target / METADATA_FILE).is_file():
+        raise ArtifactError(
+            f"{pointer} names {name!r}, which is not a registered version", hint=_PROMOTE_HINT
+        )
+    return target
+
+
 def resolve_artifact_dir(path: Path) -> Path:
     """Find the version directory ``path`` designates.
 
-    Accepted: a version directory (holds ``metadata.json``), one of its files, or
-    a parent directory holding a ``current`` pointer file or version
-    subdirectories (the newest by name is chosen).
+    Accepted: a version directory (holds ``metadata.json``), one of its files, a
+    model registry (its root, its ``versions`` folder or its ``CHAMPION`` file: the
+    champion, never the newest version, which may be a rejected candidate; an
+    error without one), or a parent directory holding a ``current`` pointer file or
+    version subdirectories (the newest by name is chosen).
     """
     path = Path(path)
     if not path.exists():
@@ -392,6 +442,8 @@ def resolve_artifact_dir(path: Path) -> Path:
             return path.parent
         if path.name == CURRENT_FILE:
             return _follow_pointer(path)
+        if path.name == REGISTRY_CHAMPION_FILE:
+            return registry_champion_dir(path.parent)
         raise ArtifactError(
             f"{path} is not a model artifact",
             hint=f"pass a version directory (with {METADATA_FILE}) or its parent",
@@ -400,6 +452,9 @@ def resolve_artifact_dir(path: Path) -> Path:
         return path
     if (path / CURRENT_FILE).is_file():
         return _follow_pointer(path / CURRENT_FILE)
+    registry = _registry_root(path)
+    if registry is not None:
+        return registry_champion_dir(registry)
     versions = sorted(
         d.name
         for d in path.iterdir()
@@ -409,8 +464,9 @@ def resolve_artifact_dir(path: Path) -> Path:
         raise ArtifactError(
             f"no model artifact found in {path}",
             hint=(
-                f"expected {METADATA_FILE}, a '{CURRENT_FILE}' file or version "
-                "subdirectories; train a model first"
+                f"expected {METADATA_FILE}, a '{CURRENT_FILE}' file, version "
+                f"subdirectories or a model registry (with {REGISTRY_CHAMPION_FILE}); "
+                "train a model first"
             ),
         )
     return path / versions[-1]
