@@ -217,7 +217,7 @@ def retrain(
     promoted = False
     announce_error = None
     if passed and promote:
-        previous = registry.champion()
+        previous = registry.champion_pointer()  # a missing champion is replaced, not fatal
         registry.promote(
             version,
             decision={
