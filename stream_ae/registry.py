@@ -51,6 +51,14 @@ Rollback semantics: the log is replayed as a stack of champions (``promote``
 pushes, ``rollback`` pops; ``reject`` and ``hold`` are skipped), so repeated
 rollbacks walk back through earlier champions instead of toggling between the
 last two.
+
+Repairs: a version folder that cannot be read (deleted files, invalid metadata,
+no permission) is skipped by :meth:`Registry.versions` with a warning naming it
+and why (``models list`` shows it as ``unreadable``), so one damaged folder does
+not hide the others. While ``CHAMPION`` names a version whose folder is gone,
+:meth:`Registry.champion` raises (nothing can serve it) and a rollback is refused
+(the operator should pick what to serve), but promoting a registered version
+works: it is the repair, and every such error names the command to run.
 """
 
 from __future__ import annotations
@@ -92,6 +100,7 @@ __all__ = [
     "VERSIONS_DIR",
     "Registry",
     "Status",
+    "Unreadable",
     "VersionInfo",
 ]
 
@@ -104,7 +113,6 @@ LOCK_FILE = ".lock"
 REPORT_FILE = "report.json"
 
 _TMP_PREFIX = ".tmp-"
-_LIST_HINT = "see `stream-ae models list` for the registered versions"
 
 #: actions that move ``CHAMPION``; the others only record a verdict on a candidate
 _POINTER_ACTIONS = ("promote", "rollback")
@@ -146,6 +154,30 @@ class VersionInfo:
             "status": self.status,
             "status_reason": self.status_reason,
             "metrics": self.metrics,
+            "path": str(self.path),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A folder in ``versions/`` whose version cannot be read (``why``): listed apart
+    (:meth:`Registry.scan`) so that the readable versions can still be listed and
+    promoted."""
+
+    version: str
+    path: Path
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, with :meth:`VersionInfo.to_dict`'s keys (``--json`` output)."""
+        return {
+            "version": self.version,
+            "created_at": None,
+            "architecture": None,
+            "threshold": None,
+            "status": "unreadable",
+            "status_reason": self.why,
+            "metrics": {},
             "path": str(self.path),
         }
 
@@ -271,31 +303,59 @@ class Registry:
         if not isinstance(version, str) or not safe_name(version):
             raise ConfigError(
                 f"{version!r} is not a valid version name",
-                hint="versions look like 20260101T120000Z-1a2b3c4d; " + _LIST_HINT,
+                hint="versions look like 20260101T120000Z-1a2b3c4d; " + self._list_hint(),
             )
         path = self.versions_dir / version
         if not (path / METADATA_FILE).is_file():
             raise ArtifactError(
-                f"version {version} is not registered in {self.root}", hint=_LIST_HINT
+                f"version {version} is not registered in {self.root}", hint=self._list_hint()
             )
         return path
 
+    def _list_hint(self) -> str:
+        return f"see `stream-ae models list --registry {self.root}` for the registered versions"
+
+    def repair_hint(self) -> str:
+        """The commands that make a registered version champion (the repair of a
+        champion that is missing or damaged)."""
+        return (
+            f"make a registered version champion: `stream-ae models list --registry "
+            f"{self.root}` lists them, `stream-ae models promote VERSION --registry "
+            f"{self.root}` promotes one"
+        )
+
     def champion(self) -> str | None:
-        """The version named by ``CHAMPION``, or ``None`` before the first promotion."""
+        """The version named by ``CHAMPION``, or ``None`` before the first promotion.
+
+        :class:`ArtifactError` (with the command that repairs it) when ``CHAMPION``
+        names a version that is not registered: its folder was deleted, say."""
         self._require()
+        name = self._pointer()
+        if name is not None and not self._registered(name):
+            raise ArtifactError(
+                f"{self.root / CHAMPION_FILE} names {name!r}, which is not a registered "
+                f"version (no {self.versions_dir / name / METADATA_FILE})",
+                hint=self.repair_hint(),
+            )
+        return name
+
+    def champion_pointer(self) -> str | None:
+        """The version ``CHAMPION`` names, registered or not (``None`` before the first
+        promotion): what a repair replaces and records as ``previous``."""
+        self._require()
+        return self._pointer()
+
+    def _pointer(self) -> str | None:
         pointer = self.root / CHAMPION_FILE
         try:
-            name = pointer.read_text(encoding="utf-8").strip()
+            return pointer.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"cannot read {pointer}: {exc}") from exc
-        if not safe_name(name) or not (self.versions_dir / name / METADATA_FILE).is_file():
-            raise ArtifactError(
-                f"{pointer} names {name!r}, which is not a registered version",
-                hint="promote a registered version (stream-ae models promote VERSION)",
-            )
-        return name
+            raise ArtifactError(f"cannot read {pointer}: {exc}", hint=self.repair_hint()) from exc
+
+    def _registered(self, name: str) -> bool:
+        return safe_name(name) and (self.versions_dir / name / METADATA_FILE).is_file()
 
     def decisions(self) -> list[dict[str, Any]]:
         """Every committed decision, oldest first (a torn last line is ignored)."""
@@ -303,19 +363,41 @@ class Registry:
         return self._read_decisions()
 
     def versions(self) -> list[VersionInfo]:
-        """All registered versions, oldest first (version names sort by creation time)."""
+        """All readable registered versions, oldest first (version names sort by creation
+        time). Folders that cannot be read are skipped with a warning naming them and
+        why: one damaged folder must not stop the listing, nor the promotion that
+        repairs a damaged champion."""
+        infos, unreadable = self.scan()
+        for bad in unreadable:
+            log.warning("skipping %s: %s", bad.path, bad.why)
+        return infos
+
+    def scan(self) -> tuple[list[VersionInfo], list[Unreadable]]:
+        """The readable versions and the folders of ``versions/`` that cannot be read,
+        each oldest first; nothing logged (``models list`` shows both)."""
         self._require()
         if not self.versions_dir.is_dir():
-            return []
-        champion = self.champion()
+            return [], []
+        champion = self._pointer()
         records = self._read_decisions()
         ever, verdicts = _ever_champion(records), _verdicts(records)
-        names = sorted(
-            d.name
-            for d in self.versions_dir.iterdir()
-            if not d.name.startswith(".") and d.is_dir() and (d / METADATA_FILE).is_file()
+        infos: list[VersionInfo] = []
+        unreadable: list[Unreadable] = []
+        folders = sorted(
+            d for d in self.versions_dir.iterdir() if not d.name.startswith(".") and d.is_dir()
         )
-        return [self._info(name, champion, ever, verdicts) for name in names]
+        for folder in folders:
+            try:
+                if not (folder / METADATA_FILE).is_file():
+                    raise ArtifactError(
+                        f"no {METADATA_FILE}: the folder is incomplete or damaged",
+                        hint="restore it from a backup, or move it out of "
+                        + str(self.versions_dir),
+                    )
+                infos.append(self._info(folder.name, champion, ever, verdicts))
+            except (StreamAEError, OSError) as exc:
+                unreadable.append(Unreadable(folder.name, folder, str(exc)))
+        return infos, unreadable
 
     def show(self, version: str) -> dict[str, Any]:
         """Everything about ``version``: status, path, metadata, report and its decisions.
@@ -326,7 +408,7 @@ class Registry:
         """
         path = self.path_of(version)
         records = self._read_decisions()
-        info = self._info(version, self.champion(), _ever_champion(records), _verdicts(records))
+        info = self._info(version, self._pointer(), _ever_champion(records), _verdicts(records))
         meta = _read_metadata(path)
         return {
             "version": version,
@@ -584,13 +666,17 @@ class Registry:
 
         The version is verified (:func:`load_artifact`) before anything changes.
         The log record is ``{"seq", "at", "action": "promote", "version",
-        "previous", "decision"}``. Promoting the current champion is refused.
+        "previous", "decision"}``. Promoting the current champion is refused. A
+        champion whose folder is missing or damaged does not stop it (promoting is
+        how that is repaired); it is recorded as ``previous`` all the same.
         """
         decision_data = _jsonable(dict(decision), "decision")
         with self._writing():
             path = self.path_of(version)
             self._verify(path)
-            previous = self.champion()
+            previous = self._pointer() or None
+            if previous is not None and not self._registered(previous):
+                log.warning("replacing champion %s, which is not a registered version", previous)
             if previous == version:
                 raise ConfigError(
                     f"version {version} is already the champion of {self.root}",
@@ -603,16 +689,27 @@ class Registry:
         """Make the champion before the current one champion again; return its name.
 
         "Before" follows the decision log as a stack: after promoting A, B, C,
-        rollbacks give B, then A, then an error.
+        rollbacks give B, then A, then an error. Refused while ``CHAMPION`` names a
+        version that is not registered (its folder deleted, say): the operator
+        picks the version to serve with a promotion instead.
         """
         decision_data = _jsonable(dict(decision or {}), "decision")
         with self._writing():
+            champion = self._pointer()
+            if champion is not None and not self._registered(champion):
+                missing = self.versions_dir / champion / METADATA_FILE
+                raise ArtifactError(
+                    f"cannot roll back in {self.root}: {CHAMPION_FILE} names {champion}, which "
+                    f"is not a registered version (no {missing})",
+                    hint=self.repair_hint(),
+                )
             stack = _champion_stack(self._read_decisions())
             if len(stack) < 2:
                 raise ArtifactError(
                     f"nothing to roll back to in {self.root}: the decision log has "
                     + (f"only one champion ({stack[0]})" if stack else "no champion"),
-                    hint="promote a version explicitly (stream-ae models promote VERSION)",
+                    hint=f"promote a version explicitly: `stream-ae models promote VERSION "
+                    f"--registry {self.root}`",
                 )
             current, target = stack[-1], stack[-2]
             self._verify(self.path_of(target))
@@ -643,12 +740,14 @@ class Registry:
         decision_data = _jsonable(dict(decision), "decision")
         with self._writing():
             self.path_of(version)
-            champion = self.champion()
+            champion = self._pointer() or None
             if champion == version:
                 raise ConfigError(
                     f"version {version} is the champion of {self.root}; a {action} "
                     "record would not stop it being served",
-                    hint="roll back (stream-ae models rollback) or promote another version",
+                    hint=f"roll back (`stream-ae models rollback --registry {self.root}`) or "
+                    f"promote another version (`stream-ae models promote VERSION --registry "
+                    f"{self.root}`)",
                 )
             self._append(self._record(action, version, {"champion": champion}, decision_data))
         log.info("recorded %s of %s (champion %s) in %s", action, version, champion, self.root)
@@ -659,7 +758,7 @@ class Registry:
         except StreamAEError as exc:
             raise ArtifactError(
                 f"refusing to make {path.name} champion: {exc}",
-                hint="promote another version; this one is damaged",
+                hint="this version is damaged; promote another one: " + self._list_hint(),
             ) from exc
 
     def _commit(

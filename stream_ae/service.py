@@ -66,6 +66,13 @@ T = TypeVar("T")
 #: broker coming back takes one or two; more means replaying does not help
 MAX_REWINDS = 5
 
+#: a refused hot swap is tried again after this many seconds (at a batch boundary) ...
+SWAP_RETRY_S = 30.0
+#: ... at most this many times, unless a new announcement replaces it: a model still
+#: being copied, or a file system back from an I/O error, gets a few minutes; a
+#: corrupted artifact is then refused for good (counted, no more log lines)
+SWAP_RETRIES = 5
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -249,6 +256,16 @@ class RunSummary:
     metrics: dict[str, object]
 
 
+@dataclass(frozen=True)
+class _SwapRetry:
+    """An announced model this scorer refused, to be tried again at ``at`` (monotonic
+    seconds): ``tries`` refusals so far."""
+
+    raw: bytes
+    tries: int
+    at: float
+
+
 class ScorerService:
     """One scorer process. ``on_output`` sees every step's outputs (the demo prints them)."""
 
@@ -295,7 +312,9 @@ class ScorerService:
         self._rewinds = 0  # in a row, without a transaction committed between
         self._watcher: ControlWatcher | None = None
         self._feedback: TopicFollower | None = None
+        #: the announcement dealt with: switched to, already served, or refused for good
         self._last_announcement: bytes | None = None
+        self._swap_retry: _SwapRetry | None = None
 
     def request_stop(self, *_args: object) -> None:
         self._stop = True
@@ -386,7 +405,7 @@ class ScorerService:
                     msgs = self.consumer.consume(s.scorer.batch_size, s.scorer.poll_timeout_s)
                     now = time.monotonic()
                     if self._watcher is not None:
-                        self._follow_champion()
+                        self._follow_champion(now)
                     if self._feedback is not None:
                         self._follow_maintenance()
                     if msgs:
@@ -587,24 +606,58 @@ class ScorerService:
 
     # -- hot swap ------------------------------------------------------------------------
 
-    def _follow_champion(self) -> None:
-        """At a batch boundary: switch to a newly announced champion, or refuse it."""
+    def _follow_champion(self, now: float | None = None) -> None:
+        """At a batch boundary: switch to a newly announced champion, or refuse it.
+
+        A refused model is tried again every :data:`SWAP_RETRY_S` (monotonic ``now``),
+        at most :data:`SWAP_RETRIES` times, until a new announcement replaces it: the
+        artifact may still be being copied (a partial copy fails its sha256 too), or
+        the file system may be back. Only the batch boundary after the wait tries it,
+        so the loop never blocks. An announcement that cannot be decoded is refused
+        for good at once."""
         assert self._watcher is not None
         raw = self._watcher.latest(schemas.CHAMPION_KEY)
         if raw is None or raw == self._last_announcement:
             return
-        self._last_announcement = raw
+        now = time.monotonic() if now is None else now
+        retry = self._swap_retry if self._swap_retry and self._swap_retry.raw == raw else None
+        if retry is not None and now < retry.at:
+            return
         try:
             ann = msgspec.json.decode(raw, type=schemas.ModelAnnouncement)
         except msgspec.DecodeError as exc:
-            self._refuse(f"unreadable announcement on {self.settings.topics.models}: {exc}")
+            self._last_announcement, self._swap_retry = raw, None
+            self._refuse(
+                f"unreadable announcement on {self.settings.topics.models}: {exc}",
+                hint="announce the champion again (`stream-ae models announce`)",
+            )
             return
         current = self.pipeline.model.decider.model_version
-        if ann.version == current:
+        refused = None if ann.version == current else self._try_swap(ann, current)
+        if refused is None:
+            self._last_announcement, self._swap_retry = raw, None
             return
+        tries = 1 if retry is None else retry.tries + 1
+        if tries <= SWAP_RETRIES:
+            self._swap_retry = _SwapRetry(raw, tries, now + SWAP_RETRY_S)
+            self._refuse(
+                refused,
+                hint=f"trying again in {SWAP_RETRY_S:g} s ({tries} of {SWAP_RETRIES} retries)",
+            )
+        else:
+            self._last_announcement, self._swap_retry = raw, None
+            self._refuse(
+                refused,
+                hint=f"refused {tries} times, not trying again; fix the artifact and announce "
+                "it again (`stream-ae models announce`)",
+            )
+
+    def _try_swap(self, ann: schemas.ModelAnnouncement, current: str) -> str | None:
+        """Load, verify and switch to the announced model; why not, when it cannot."""
         from stream_ae.errors import StreamAEError
         from stream_ae.model.artifact import load_artifact
 
+        why = f"model {ann.version} refused, {current} keeps serving"
         try:
             loaded = load_artifact(
                 Path(ann.path),
@@ -613,18 +666,18 @@ class ScorerService:
                 runtime=self.settings.model.runtime,
                 precision=self.settings.model.precision,
             )
-        except StreamAEError as exc:
-            self._refuse(f"model {ann.version} refused, {current} keeps serving: {exc}")
-            return
-        md = loaded.metadata
-        if md.weights_sha256 != ann.weights_sha256 or md.version != ann.version:
-            self._refuse(
-                f"model {ann.version} refused, {current} keeps serving: the artifact at "
-                f"{ann.path} is version {md.version} with weights {md.weights_sha256[:12]}…, "
-                f"the announcement says {ann.version} / {ann.weights_sha256[:12]}…"
-            )
-            return
-        self._swap(bind_model(loaded, self.settings), md.version, current)
+            md = loaded.metadata
+            if md.weights_sha256 != ann.weights_sha256 or md.version != ann.version:
+                return (
+                    f"{why}: the artifact at {ann.path} is version {md.version} with weights "
+                    f"{md.weights_sha256[:12]}…, the announcement says {ann.version} / "
+                    f"{ann.weights_sha256[:12]}…"
+                )
+            binding = bind_model(loaded, self.settings)
+        except (StreamAEError, OSError) as exc:
+            return f"{why}: {exc}"
+        self._swap(binding, md.version, current)
+        return None
 
     def _follows_feedback(self) -> bool:
         """Maintenance reports tag events (decide.tag_maintenance) or start warm-ups."""
@@ -688,9 +741,9 @@ class ScorerService:
             (time.monotonic() - started) * 1000,
         )
 
-    def _refuse(self, message: str) -> None:
+    def _refuse(self, message: str, *, hint: str) -> None:
         self.pipeline.metrics.model_swap_failures += 1
-        log.error(message)
+        log.error("%s (%s)", message, hint)
 
     def _on_assign(self, partitions: list[int]) -> None:
         log.info("assigned partitions %s", partitions)

@@ -22,11 +22,16 @@ Used by ``stream-ae retrain`` and ``scripts/retrain.sh``. Steps:
 5. the candidate is registered (always) and promoted (only when it passes and
    ``promote`` is set); promotion announces it to running scorers. Otherwise the
    decision log records it as rejected (with the failing rule) or held.
+
+The registry is the record, the announcement only the notification: an
+announcement that fails (the broker is away) leaves the promotion standing; the
+result says so (``announce_error``) and the trainer service announces again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +50,7 @@ from stream_ae.decide.threshold import (
     far_by_asset,
     rate_per_window_from_daily,
 )
-from stream_ae.errors import ConfigError, DataError
+from stream_ae.errors import ConfigError, DataError, StreamAEError
 from stream_ae.readings_io import Readings
 from stream_ae.registry import Registry
 from stream_ae.settings import Settings
@@ -57,6 +62,8 @@ from trainers.golden import GoldenSet, apply_golden_gate, resolve_golden
 if TYPE_CHECKING:
     from stream_ae.model.artifact import LoadedModel
 
+log = logging.getLogger(__name__)
+
 Method = Literal["quantile", "pot"]
 
 
@@ -66,6 +73,9 @@ class RetrainResult:
     promoted: bool
     passed: bool
     report: dict[str, Any]
+    #: promoted, but telling the running scorers failed (why): they serve the model
+    #: they had until the champion is announced again
+    announce_error: str | None = None
 
 
 def calibrate(scores: np.ndarray, method: Method, far_target: float) -> ThresholdSpec:
@@ -205,8 +215,9 @@ def retrain(
         saved = save_artifact(candidate, Path(tmp))
         version = registry.register(saved, report=report, move=True)
     promoted = False
+    announce_error = None
     if passed and promote:
-        previous = registry.champion()
+        previous = registry.champion_pointer()  # a missing champion is replaced, not fatal
         registry.promote(
             version,
             decision={
@@ -219,7 +230,18 @@ def retrain(
         )
         promoted = True
         if announce is not None:
-            announce(version)
+            try:
+                announce(version)
+            except Exception as exc:  # promoted is promoted: the round must not look failed
+                announce_error = str(exc) or type(exc).__name__
+                log.warning(
+                    "promoted %s; the promotion stands, but running scorers were not told: "
+                    "%s (resend with `stream-ae models announce --registry %s`)",
+                    version,
+                    announce_error,
+                    registry.root,
+                    exc_info=not isinstance(exc, StreamAEError),  # not ours: where it broke
+                )
     else:  # the verdict goes into the registry too: rejected by the gate, or held back
         verdict = {
             "source": "retrain",
@@ -232,7 +254,7 @@ def retrain(
         else:
             reason = "retrain: gate failed: " + "; ".join(gate_failures(gate))
             registry.reject(version, decision={"reason": reason, **verdict})
-    return RetrainResult(version, promoted, passed, report)
+    return RetrainResult(version, promoted, passed, report, announce_error)
 
 
 def gate_failures(gate: dict[str, Any]) -> list[str]:

@@ -13,6 +13,14 @@ with ``trainer.drift_refit`` on does a drift score at or above
 ``trainer.drift_refit_min_interval_s``. Each round's report (``models show``)
 says what started it: ``trigger`` = schedule | request | drift (manual for
 ``trainer run --once``), with the details in ``trigger_detail``.
+
+The service is long-running: nothing one round meets stops it. A record on the
+anomalies topic that is not an event is skipped and logged (it stays in the
+look-back for days and would stop every round until it left); a bad retrain
+request is logged once and ignored; any other failure of a round or a drift
+check is logged with its traceback and the loop goes on. A promotion whose
+announcement failed stands, and the champion is announced again on the next
+steps until the control topic takes it.
 """
 
 from __future__ import annotations
@@ -48,6 +56,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRAIN_KEY = b"retrain"
+
+#: per round, the records of the anomalies topic that are not events logged one by
+#: one; the others are counted in one summary line
+SKIPPED_LOGGED = 3
+
+#: seconds between two tries to announce a promotion whose announcement failed
+ANNOUNCE_RETRY_S = 30.0
 
 
 class RetrainRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,6 +120,50 @@ def _read(settings: Settings, topic: str, start_ms: int) -> list[Any]:
         return []
 
 
+def _events(messages: list[Any], topic: str) -> list[AnomalyEvent]:
+    """The anomaly events among ``messages``, decoded one by one. A record that is not
+    one (another producer's, an older schema, a truncated value) is skipped: decoding
+    them all at once let one such record stop every round until it left the look-back.
+    The first :data:`SKIPPED_LOGGED` are logged where they are, the rest counted."""
+    events: list[AnomalyEvent] = []
+    skipped = 0
+    for m in messages:
+        try:
+            events.append(msgspec.json.decode(m.value() or b"", type=AnomalyEvent))
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            skipped += 1
+            if skipped <= SKIPPED_LOGGED:
+                log.warning(
+                    "record skipped (%s partition %s offset %s): not an anomaly event: %s",
+                    topic,
+                    m.partition(),
+                    m.offset(),
+                    exc,
+                )
+    if skipped > SKIPPED_LOGGED:
+        log.warning(
+            "%d records of %s skipped in all: not anomaly events (the first %d logged above)",
+            skipped,
+            topic,
+            SKIPPED_LOGGED,
+        )
+    return events
+
+
+def decode_request(raw: bytes) -> RetrainRequest:
+    """A retrain request as the control topic holds it; :class:`DataError` naming the
+    topic key and the schema when it is not one."""
+    try:
+        return msgspec.json.decode(raw, type=RetrainRequest)
+    except msgspec.DecodeError as exc:
+        raise DataError(
+            f"the retrain request on the control topic (key {RETRAIN_KEY.decode()}) is not "
+            f"one: {exc}",
+            hint="send a new one with `stream-ae trainer trigger`; a request is "
+            '{"requested_at_ms": <epoch ms>, "by": "...", "reason": "..."}',
+        ) from exc
+
+
 class TrainerService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -116,6 +175,10 @@ class TrainerService:
         self.last_drift: DriftCheck | None = None
         self._next_due = 0.0  # monotonic seconds: the next scheduled round
         self._next_drift = 0.0  # ... the next drift check
+        #: a promotion whose announcement failed: announce the champion again
+        self.unannounced: str | None = None
+        self._next_announce = 0.0  # monotonic seconds: the next try
+        self._bad_request: bytes | None = None  # the unreadable request last logged
 
     def champion(self) -> LoadedModel | None:
         """The registry's champion, loaded and verified (None without one)."""
@@ -153,10 +216,7 @@ class TrainerService:
         champion = self.champion()  # loaded once: channels, exclusions, golden gate
         channels = self.channels(champion)
         readings, source = read_topic(s, schemas.iso_ms(start), schemas.iso_ms(now), channels)
-        events = [
-            msgspec.json.decode(m.value(), type=AnomalyEvent)
-            for m in _read(s, s.topics.anomalies, start)
-        ]
+        events = _events(_read(s, s.topics.anomalies, start), s.topics.anomalies)
         feedback, problems = schemas.feedback_events(_read(s, s.topics.feedback, 0))
         for problem in problems:
             log.warning("%s", problem)
@@ -189,6 +249,11 @@ class TrainerService:
             champion=champion,
         )
         self.last_run_ms = now
+        if result.promoted and result.announce_error is not None:
+            self.unannounced = result.version  # told again by the next steps
+            self._next_announce = 0.0
+        elif result.promoted:
+            self.unannounced = None
         log.info(
             "candidate %s: gate %s, %s",
             result.version,
@@ -280,21 +345,22 @@ class TrainerService:
     def check_drift(self, now_ms: int, readings: Readings | None = None) -> DriftCheck:
         """Measure the champion's drift on ``readings`` (default: the recent readings
         topic), decide, log, and remember it as ``last_drift``. Never raises for data
-        or broker trouble: that is logged and the check refits nothing."""
-        champion = self.registry.champion()
-        if champion is None:
-            check = DriftCheck(now_ms, None, why="no champion to compare with")
-        else:
-            try:
+        or broker trouble, nor for a champion pointer to a missing or damaged version:
+        that is logged and the check refits nothing."""
+        champion: str | None = None
+        try:
+            champion = self.registry.champion()
+            if champion is None:
+                check = DriftCheck(now_ms, None, why="no champion to compare with")
+            else:
                 loaded = self._load(champion)
                 if readings is None:
                     readings = self.recent_readings(now_ms, list(loaded.metadata.channels))
                 report = self.measure_drift(loaded, readings)
-            except StreamAEError as exc:
-                check = DriftCheck(now_ms, champion, why=f"not measured: {exc}")
-            else:
                 refit, why = self.decide_drift(report, now_ms)
                 check = DriftCheck(now_ms, champion, report, refit, why)
+        except StreamAEError as exc:
+            check = DriftCheck(now_ms, champion, why=f"not measured: {exc}")
         level = logging.WARNING if check.refit or (check.score or 0) >= 1.0 else logging.INFO
         log.log(
             level,
@@ -313,8 +379,14 @@ class TrainerService:
     def step(self, now_ms: int, mono: float, request: RetrainRequest | None) -> str | None:
         """One turn of the loop at wall time ``now_ms`` and monotonic time ``mono``: run
         a round when asked (a request newer than the last round), when due, or when a
-        drift check calls for one. Returns the round's trigger, or None."""
+        drift check calls for one. Returns the round's trigger, or None.
+
+        Never raises an :class:`Exception`: the service is long-running, so a round
+        or a drift check that fails is logged (with the traceback when it is not one
+        of ours) and the next step goes on; the failed round counts as run."""
         t = self.settings.trainer
+        if self.unannounced is not None and mono >= self._next_announce:
+            self._announce_again(mono)
         trigger: str | None = None
         detail: dict[str, Any] = {}
         if request is not None and request.requested_at_ms > self.last_run_ms:
@@ -325,7 +397,11 @@ class TrainerService:
             trigger, detail = "schedule", {"interval_s": t.interval_s}
         elif t.drift_check_s > 0 and mono >= self._next_drift:
             self._next_drift = mono + t.drift_check_s
-            check = self.check_drift(now_ms)
+            try:
+                check = self.check_drift(now_ms)
+            except Exception:
+                log.exception("drift check failed; the next one in %g s", t.drift_check_s)
+                return None
             if check.refit:
                 trigger, detail = "drift", check.to_dict()
                 self.last_drift_refit_ms = now_ms
@@ -338,12 +414,49 @@ class TrainerService:
         except StreamAEError as exc:
             log.error("retraining (%s) failed: %s", trigger, exc)
             self.last_run_ms = now_ms
+        except Exception:
+            log.exception("retraining (%s) failed unexpectedly; the service goes on", trigger)
+            self.last_run_ms = now_ms
         self._next_due = mono + t.interval_s
         return trigger
+
+    def request(self, raw: bytes | None) -> RetrainRequest | None:
+        """The request the control topic holds (``raw``), or None when there is none or
+        it is not one: that is logged once (not every second) and otherwise ignored,
+        until a new request replaces it."""
+        if raw is None:
+            return None
+        try:
+            return decode_request(raw)
+        except DataError as exc:
+            if raw != self._bad_request:
+                log.warning("retrain request ignored: %s", exc)
+                self._bad_request = raw
+            return None
 
     def _announce(self, version: str) -> None:
         ann = announce_champion(self.settings, self.registry.path_of(version))
         log.info("announced %s on %s", ann.version, self.settings.topics.models)
+
+    def _announce_again(self, mono: float) -> None:
+        """Announce the champion after a promotion whose announcement failed, until one
+        gets through (every :data:`ANNOUNCE_RETRY_S`). The champion of the moment is
+        announced: an operator may have promoted or rolled back since."""
+        try:
+            champion = self.registry.champion()
+            if champion is not None:
+                self._announce(champion)
+        except Exception as exc:  # the broker is away, the version went missing, ...
+            self._next_announce = mono + ANNOUNCE_RETRY_S
+            log.warning(
+                "the champion is still not announced since %s was promoted (running "
+                "scorers serve the model they had): %s; trying again in %g s",
+                self.unannounced,
+                exc,
+                ANNOUNCE_RETRY_S,
+            )
+            return
+        self.unannounced = None
 
     def request_stop(self) -> None:
         self._stop = True
@@ -366,8 +479,11 @@ class TrainerService:
         self._next_drift = time.monotonic() + s.trainer.drift_check_s
         try:
             while not self._stop:
-                raw = watcher.latest(RETRAIN_KEY)
-                request = None if raw is None else msgspec.json.decode(raw, type=RetrainRequest)
+                try:
+                    request = self.request(watcher.latest(RETRAIN_KEY))
+                except Exception:  # the control topic's reader: the next turn reads again
+                    log.exception("reading the retrain requests failed")
+                    request = None
                 self.step(time.time_ns() // 1_000_000, time.monotonic(), request)
                 time.sleep(1.0)
         finally:

@@ -21,7 +21,7 @@ from rich.table import Table
 from stream_ae.errors import ConfigError
 
 if TYPE_CHECKING:
-    from stream_ae.registry import Registry, VersionInfo
+    from stream_ae.registry import Registry, Unreadable, VersionInfo
 
 __all__ = ["DEFAULT_REGISTRY", "register"]
 
@@ -72,6 +72,7 @@ _STATUS_STYLES = {
     "candidate": "",
     "rejected": "red",
     "held": "yellow",
+    "unreadable": "bold red",
 }
 
 
@@ -183,30 +184,48 @@ def register(app: typer.Typer) -> None:
         """Every registered version, oldest first, with its status and headline metrics.
 
         Below the table: why each rejected (failed the gate) or held (passed, not
-        promoted) version is so, e.g. the failing rule."""
-        infos = _registry(registry).versions()
+        promoted) version is so, e.g. the failing rule; why each unreadable folder
+        cannot be read; and a warning when the champion is not a readable version."""
+        from stream_ae.registry import Unreadable
+
+        reg = _registry(registry)
+        infos, unreadable = reg.scan()
+        rows: list[VersionInfo | Unreadable] = sorted(
+            [*infos, *unreadable], key=lambda r: r.version
+        )
         if as_json:
-            _print_json([i.to_dict() for i in infos])
+            _print_json([r.to_dict() for r in rows])
             return
-        if not infos:
+        if not rows:
             console.print(f"no versions registered in {registry}")
             return
         table = Table(title=f"models in {registry}", title_justify="left")
         # no "created" column: version names start with the UTC creation time
         for col in ("version", "status", "arch", "threshold", "metrics"):
             table.add_column(col, overflow="fold", no_wrap=col != "metrics")
-        for i in infos:
+        for r in rows:
+            if isinstance(r, Unreadable):
+                table.add_row(escape(r.version), _status_text("unreadable"), "?", "?", "")
+                continue
             table.add_row(
-                i.version,
-                _status_text(i.status),
-                i.architecture,
-                _threshold_text(i),
-                _metrics_text(i.metrics),
+                r.version,
+                _status_text(r.status),
+                r.architecture,
+                _threshold_text(r),
+                _metrics_text(r.metrics),
             )
         console.print(table)
-        for i in infos:
-            if i.status_reason:  # one line each: too long for a table cell
-                console.print(f"{i.version} {_status_text(i.status)}: {escape(i.status_reason)}")
+        for r in rows:
+            if isinstance(r, Unreadable):
+                console.print(f"{escape(r.version)} {_status_text('unreadable')}: {escape(r.why)}")
+            elif r.status_reason:  # one line each: too long for a table cell
+                console.print(f"{r.version} {_status_text(r.status)}: {escape(r.status_reason)}")
+        champion = reg.champion_pointer()
+        if champion is not None and all(i.version != champion for i in infos):
+            console.print(
+                f"[yellow]warning:[/] the champion {escape(champion)} is not a readable "
+                f"version; {escape(reg.repair_hint())}"
+            )
 
     @models.command()
     def show(
@@ -263,8 +282,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make VERSION the champion; the decision log records the reason and both metrics."""
         reg = _registry(registry)
-        info = {i.version: i for i in reg.versions()}
-        previous = reg.champion()
+        info = {i.version: i for i in reg.versions()}  # unreadable ones: warned, left out
+        previous = reg.champion_pointer()  # missing or damaged: this promotion repairs it
         decision: dict[str, Any] = {
             "reason": reason or "manual promotion",
             "source": "cli",
@@ -277,7 +296,10 @@ def register(app: typer.Typer) -> None:
                 f"[yellow]note:[/] the gate had rejected {version} "
                 f"({escape(info[version].status_reason or 'no reason recorded')})"
             )
-        console.print(f"[green]promoted[/] {version} (previous champion: {previous or 'none'})")
+        gone = " [yellow](missing or unreadable)[/]" if previous and previous not in info else ""
+        console.print(
+            f"[green]promoted[/] {version} (previous champion: {previous or 'none'}{gone})"
+        )
         if announce:
             _announce(reg, version)
 
@@ -289,7 +311,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make the previous champion (per the decision log) the champion again."""
         reg = _registry(registry)
-        current = reg.champion()
+        current = reg.champion_pointer()  # one that is missing: rollback() says what to run
         target = reg.rollback(decision={"reason": reason or "manual rollback", "source": "cli"})
         console.print(f"[yellow]rolled back[/] to {target} (was {current})")
         if announce:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -165,3 +167,40 @@ def test_rejected_and_held_versions_show_why(
     assert res.exit_code == 0, res.output
     assert f"the gate had rejected {b} ({failed})" in res.stdout
     assert Registry(root).champion() == b
+
+
+def test_a_deleted_champion_and_an_unreadable_version_are_repaired_from_the_cli(
+    app: typer.Typer, setup: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """Every command an operator needs still works: list shows what is wrong, promote
+    repairs it, rollback says to promote."""
+    root, (a, b) = setup
+    reg = Registry(root)
+    c = reg.register(_artifact(tmp_path / "art", 3), report={"metrics": {"f1": 0.3}})
+    reg.promote(a, decision={"reason": "first"})
+    shutil.rmtree(root / "versions" / a)  # the champion's folder, deleted
+    meta = root / "versions" / b / "metadata.json"
+    os.chmod(meta, 0o644)
+    meta.write_text("{")
+    opts = ["--registry", str(root)]
+
+    res = runner.invoke(app, ["models", "list", *opts])
+    assert res.exit_code == 0, res.output
+    assert "│ unreadable " in res.stdout and "│ candidate " in res.stdout
+    assert f"{b} unreadable: " in res.stdout and "not valid JSON" in res.stdout
+    assert f"the champion {a} is not a readable version" in res.stdout
+    assert f"stream-ae models promote VERSION --registry {root}" in res.stdout
+    res = runner.invoke(app, ["models", "list", *opts, "--json"])
+    assert res.exit_code == 0, res.output
+    listed = json.loads(res.stdout)
+    assert [(v["version"], v["status"]) for v in listed] == [(b, "unreadable"), (c, "candidate")]
+
+    res = runner.invoke(app, ["models", "rollback", "--no-announce", *opts])
+    assert isinstance(res.exception, ArtifactError)
+    assert "cannot roll back" in str(res.exception)
+    assert f"`stream-ae models promote VERSION --registry {root}`" in str(res.exception)
+
+    res = runner.invoke(app, ["models", "promote", c, "--no-announce", *opts])
+    assert res.exit_code == 0, res.output
+    assert f"promoted {c} (previous champion: {a} (missing or unreadable))" in res.stdout
+    assert Registry(root).champion() == c

@@ -10,6 +10,7 @@ import fcntl
 import itertools
 import json
 import os
+import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,8 +170,65 @@ def test_unknown_and_invalid_version_names(reg: Registry, three: list[str]) -> N
 
 def test_champion_pointer_to_a_missing_version(reg: Registry, three: list[str]) -> None:
     (reg.root / CHAMPION_FILE).write_text("nope\n")
-    with pytest.raises(ArtifactError, match=r"CHAMPION names 'nope'"):
+    with pytest.raises(ArtifactError, match=r"CHAMPION names 'nope'") as err:
         reg.champion()
+    assert f"`stream-ae models promote VERSION --registry {reg.root}`" in str(err.value)
+
+
+# -- repairs: a deleted champion folder, unreadable version folders -------------------------
+
+
+def _damage(reg: Registry, versions: list[str]) -> tuple[str, str]:
+    """Promote the first version then delete its folder; corrupt the second's metadata."""
+    a, b = versions[0], versions[1]
+    reg.promote(a, decision={"reason": "first"})
+    shutil.rmtree(reg.versions_dir / a)
+    meta = reg.versions_dir / b / METADATA_FILE
+    os.chmod(meta, 0o644)
+    meta.write_text("{")
+    return a, b
+
+
+def test_listing_skips_unreadable_folders_and_names_them(
+    reg: Registry, three: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = _damage(reg, three)
+    (reg.versions_dir / "20260101T000000Z-0badf01d").mkdir()  # a folder without metadata
+    with caplog.at_level("WARNING", logger="stream_ae.registry"):
+        assert [i.version for i in reg.versions()] == [three[2]]
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 2
+    assert logged[0].startswith(f"skipping {reg.versions_dir / '20260101T000000Z-0badf01d'}: ")
+    assert "no metadata.json" in logged[0] and "restore it from a backup" in logged[0]
+    assert logged[1].startswith(f"skipping {reg.versions_dir / b}: ")
+    assert "not valid JSON" in logged[1]
+    with pytest.raises(ArtifactError, match=f"names '{a}', which is not a registered"):
+        reg.champion()
+    infos, unreadable = reg.scan()
+    assert [i.version for i in infos] == [three[2]]
+    assert [u.version for u in unreadable] == ["20260101T000000Z-0badf01d", b]
+    assert unreadable[1].to_dict()["status"] == "unreadable"
+    assert reg.show(three[2])["status"] == "candidate"  # show works too
+
+
+def test_promoting_repairs_a_deleted_champion_and_rollback_says_so(
+    reg: Registry, three: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, _b = _damage(reg, three)
+    c = three[2]
+    with pytest.raises(ArtifactError, match="cannot roll back") as err:
+        reg.rollback()
+    assert f"`stream-ae models promote VERSION --registry {reg.root}`" in str(err.value)
+    reg.reject(c, decision={"reason": "a verdict still records the champion"})
+    assert reg.decisions()[-1]["champion"] == a
+    with caplog.at_level("WARNING", logger="stream_ae.registry"):
+        reg.promote(c, decision={"reason": "repair"})
+    assert f"replacing champion {a}, which is not a registered version" in caplog.text
+    assert reg.champion() == c
+    assert (reg.decisions()[-1]["action"], reg.decisions()[-1]["previous"]) == ("promote", a)
+    with pytest.raises(ArtifactError, match=f"version {a} is not registered"):
+        reg.rollback()  # back to the deleted one: refused, nothing changes
+    assert reg.champion() == c
 
 
 # -- promote / rollback / show -------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from stream_ae.errors import KafkaIOError
 from stream_ae.readings_io import Readings, readings_from_arrays
 from stream_ae.registry import Registry
 from stream_ae.settings import Settings, load_settings
@@ -45,6 +47,27 @@ def test_a_candidate_that_passes_the_gate_is_registered_promoted_and_announced(
     assert shown["report"]["gate"]["passed"] is True
     assert shown["metadata"]["threshold"]["method"] == "quantile"
     assert shown["metadata"]["metrics"]["gate"]["n_check_windows"] > 0
+
+
+def test_a_promotion_stands_when_its_announcement_fails(
+    readings: Readings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The registry is the record: a broker that is away must not turn the promoted
+    round into a failed one (the trainer service announces again, see ``announce_error``)."""
+    reg = Registry(tmp_path / "reg")
+
+    def announce(_version: str) -> None:
+        raise KafkaIOError("cannot reach the broker", topic="maintenance.models")
+
+    with caplog.at_level(logging.WARNING, logger="trainers.retrain"):
+        result = retrain(
+            readings, _settings(), source="sim", registry=reg, far_factor=1e9, announce=announce
+        )
+    assert result.promoted and reg.champion() == result.version
+    assert result.announce_error is not None and "cannot reach the broker" in result.announce_error
+    (warning,) = caplog.records
+    assert f"promoted {result.version}; the promotion stands" in warning.getMessage()
+    assert "stream-ae models announce --registry" in warning.getMessage()
 
 
 def test_a_candidate_that_fails_the_gate_is_registered_but_not_promoted(
