@@ -321,6 +321,10 @@ class LocalBrokerSettings(_Section):
     port: int = Field(default=9092, ge=1, le=65535)
     controller_port: int = Field(default=9093, ge=1, le=65535)
     heap: str = "512m"
+    #: an extra SASL_PLAINTEXT client listener (mechanism PLAIN) on this port; None: none
+    sasl_port: int | None = Field(default=None, ge=1, le=65535)
+    #: the users it accepts, name -> password, e.g. ``{ alice = "alice-secret" }``
+    sasl_users: dict[str, SecretStr] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):

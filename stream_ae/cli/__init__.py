@@ -99,6 +99,8 @@ def _register() -> None:
             port=lb.port,
             controller_port=lb.controller_port,
             heap=lb.heap,
+            sasl_port=lb.sasl_port,
+            sasl_users={name: pw.get_secret_value() for name, pw in lb.sasl_users.items()},
         )
 
     app.add_typer(kafka_cmd.make_kafka_app(broker_config), name="kafka")

@@ -16,8 +16,10 @@ from stream_ae.io.local_broker import BrokerConfig, BrokerInfo
 
 
 def _describe(info: BrokerInfo) -> str:
+    sasl = "" if info.sasl_bootstrap is None else f"sasl:      {info.sasl_bootstrap} (PLAIN)\n"
     return (
         f"bootstrap: {info.bootstrap}\n"
+        f"{sasl}"
         f"pid:       {info.pid}\n"
         f"log:       {info.log_path}\n"
         f"state dir: {info.state_dir}\n"

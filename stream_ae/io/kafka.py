@@ -8,7 +8,9 @@ local broker's readiness probe).
 * :func:`new_client` creates every client; settings librdkafka refuses become a
   :class:`ConfigError` naming the setting (``kafka.sasl_mechanism``, ``kafka.extra``).
 * Start-up steps that are idempotent (reaching the cluster, creating topics) retry
-  with tenacity; producing does not (librdkafka retries it itself).
+  with tenacity; producing does not (librdkafka retries it itself). A failed
+  authentication (a wrong SASL password) is not retried: :class:`Admin` reports it
+  at once, naming the settings to check.
 * librdkafka's own log lines go to the ``stream_ae.librdkafka`` logger, with
   repeats held back (:class:`RepeatFilter`): while a broker is down every client
   logs a refused connect about 20 times a second.
@@ -41,7 +43,7 @@ from confluent_kafka.cimpl import NewTopic
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
 )
@@ -261,15 +263,68 @@ def check(
     )
 
 
+#: the errors librdkafka reports (to ``error_cb`` only) when the broker refuses the
+#: client's credentials; the request that waited for the broker then just times out
+_AUTH_FAILED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+_AFTER = re.compile(r"\s*\(after \d+ms in state \w+\)")
+
+
+class _AuthWatch:
+    """A client's ``error_cb``: keeps its latest authentication failure.
+
+    librdkafka retries a refused authentication for ever and the request waiting for
+    the broker fails with a bare "transport failure" or a timeout; the reason only
+    reaches the error callback (served by ``poll``). It holds no reference to the
+    client or its owner (no cycle keeps either alive)."""
+
+    def __init__(self) -> None:
+        self.error: KafkaError | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.code() in _AUTH_FAILED:
+            self.error = err
+
+
+def _auth_error(kafka: KafkaSettings, conf: dict[str, Any], err: KafkaError) -> KafkaIOError:
+    """A permanent :class:`KafkaIOError` for a refused authentication that names the
+    settings to check; no secret value appears in it."""
+    text = _AFTER.sub("", err.str())
+    for key, value in conf.items():
+        if is_secret_property(key) and isinstance(value, str) and value:
+            text = text.replace(value, "***")
+    who = f" as {kafka.sasl_username!r}" if kafka.sasl_username else ""
+    how = f"kafka.security_protocol={kafka.security_protocol}"
+    if kafka.sasl_mechanism:
+        how += f", kafka.sasl_mechanism={kafka.sasl_mechanism}"
+    if kafka.security_protocol.startswith("SASL"):
+        check_these = (
+            "kafka.sasl_username and kafka.sasl_password (STREAM_AE_KAFKA__SASL_USERNAME, "
+            "STREAM_AE_KAFKA__SASL_PASSWORD) and kafka.sasl_mechanism"
+        )
+    else:
+        check_these = "kafka.security_protocol and the kafka.ssl_* settings"
+    return KafkaIOError(
+        f"Kafka at {kafka.bootstrap_servers} refused to authenticate the client{who} "
+        f"({how}): {text}",
+        hint=f"check {check_these}; retrying does not help",
+        permanent=True,
+    )
+
+
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     # the text, not the error: a kept log record would keep its frames (and client)
     log.warning("attempt %d failed: %s; retrying", state.attempt_number, str(exc))
 
 
+def _retriable(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaIOError) and not exc.permanent
+
+
 def _with_retries(attempts: int, call: Callable[[], T]) -> T:
     """``call()``, retried on :class:`KafkaIOError` up to ``attempts`` times; the last
-    error is raised without tenacity's frames.
+    error is raised without tenacity's frames. A ``permanent`` one (a refused
+    authentication) is raised at once.
 
     Why not tenacity's decorator on a local function: decorating a closure creates
     a reference cycle between the decorated functions, and tenacity keeps the last
@@ -283,7 +338,7 @@ def _with_retries(attempts: int, call: Callable[[], T]) -> T:
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=0.5, max=5),
-        retry=retry_if_exception_type(KafkaIOError),
+        retry=retry_if_exception(_retriable),
         before_sleep=_log_retry,
         reraise=True,
     )
@@ -300,15 +355,26 @@ def _with_retries(attempts: int, call: Callable[[], T]) -> T:
 class Admin:
     def __init__(self, kafka: KafkaSettings) -> None:
         self._kafka = kafka
-        self._admin = new_client(AdminClient, client_config(kafka), kafka, "admin client")
+        self._auth = _AuthWatch()
+        self._conf = client_config(kafka, error_cb=self._auth)
+        self._admin = new_client(AdminClient, self._conf, kafka, "admin client")
+
+    def _raise_if_refused(self) -> None:
+        """After a request failed: raise the authentication failure behind it, if any
+        (``poll`` serves the error callback, and librdkafka's log lines)."""
+        self._admin.poll(0)
+        if self._auth.error is not None:
+            raise _auth_error(self._kafka, self._conf, self._auth.error)
 
     def wait_until_reachable(self, timeout_s: float = 5.0) -> None:
-        """Retry (bounded by ``kafka.connect_attempts``) until the cluster answers."""
+        """Retry (bounded by ``kafka.connect_attempts``) until the cluster answers; a
+        refused authentication raises at once (a permanent :class:`KafkaIOError`)."""
 
         def probe() -> None:
             try:
                 self._admin.list_topics(timeout=timeout_s)
             except KafkaException as exc:
+                self._raise_if_refused()
                 raise KafkaIOError(
                     f"cannot reach Kafka at {self._kafka.bootstrap_servers}: {exc}",
                     hint="start the local broker with `stream-ae kafka up`, or set "
@@ -324,6 +390,7 @@ class Admin:
             try:
                 md = self._admin.list_topics(timeout=10)
             except KafkaException as exc:
+                self._raise_if_refused()
                 raise KafkaIOError(f"cannot list topics: {exc}") from None
             return {name: len(t.partitions) for name, t in md.topics.items()}
 

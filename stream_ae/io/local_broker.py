@@ -14,6 +14,16 @@ its own ``state_dir``::
 
 The broker runs in its own session and outlives the Python process that started it; it is
 stopped with :func:`stop` (``stream-ae kafka down``).
+
+Clients connect over PLAINTEXT on ``port``. With ``sasl_port`` set (and at least one user in
+``sasl_users``, name -> password) the broker also opens a SASL_PLAINTEXT listener there with
+the PLAIN mechanism, for trying (and testing) clients configured with
+``kafka.security_protocol = "SASL_PLAINTEXT"``, ``kafka.sasl_mechanism = "PLAIN"`` and
+``kafka.sasl_username`` / ``kafka.sasl_password``. It is an extra client listener only: the
+broker and its controller still talk to each other over PLAINTEXT, and the PLAINTEXT
+listener stays open. The users live in ``server.properties`` (written readable by its owner
+only); the broker logs that property as ``[hidden]``. Without ``sasl_port`` the rendered
+properties are the template's, byte for byte.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +79,8 @@ _MVN_TIMEOUT_S = 900.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _HEAP = re.compile(r"^\d+[kKmMgG]?$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+([.-][0-9A-Za-z.-]+)?$")
+#: a SASL/PLAIN user name: it becomes the JAAS option ``user_<name>``, a bare word there
+_SASL_USER = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -82,11 +94,20 @@ class BrokerConfig:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    #: an extra SASL_PLAINTEXT (mechanism PLAIN) client listener on this port; None: none
+    sasl_port: int | None = None
+    #: the users that listener accepts: name -> password (not shown by ``repr``)
+    sasl_users: dict[str, str] = field(default_factory=dict, repr=False, hash=False)
 
     @property
     def bootstrap(self) -> str:
         """The ``bootstrap.servers`` value clients use: ``host:port``."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        """``host:sasl_port`` for SASL_PLAINTEXT clients, or None without that listener."""
+        return None if self.sasl_port is None else f"{self.host}:{self.sasl_port}"
 
     @property
     def libs_dir(self) -> Path:
@@ -130,6 +151,8 @@ class BrokerInfo:
     log_path: Path
     state_dir: Path
     kafka_version: str
+    #: the SASL_PLAINTEXT (PLAIN) listener's ``host:port``, when it has one
+    sasl_bootstrap: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -196,9 +219,11 @@ def _parse_properties(text: str) -> dict[str, str]:
     return props
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str, mode: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
+    if mode is not None:
+        tmp.chmod(mode)
     tmp.replace(path)
 
 
@@ -340,11 +365,12 @@ def _remove_run_files(cfg: BrokerConfig) -> None:
 
 
 def _info(cfg: BrokerConfig, pid: int) -> BrokerInfo:
-    bootstrap, version = cfg.bootstrap, cfg.kafka_version
+    bootstrap, version, sasl = cfg.bootstrap, cfg.kafka_version, cfg.sasl_bootstrap
     try:
         recorded = json.loads(cfg.info_file.read_text())
         bootstrap = str(recorded.get("bootstrap", bootstrap))
         version = str(recorded.get("kafka_version", version))
+        sasl = recorded.get("sasl_bootstrap")  # absent: started without SASL (or before it)
     except (OSError, ValueError):
         pass
     return BrokerInfo(
@@ -353,6 +379,7 @@ def _info(cfg: BrokerConfig, pid: int) -> BrokerInfo:
         log_path=cfg.log_path,
         state_dir=cfg.state_dir,
         kafka_version=version,
+        sasl_bootstrap=None if sasl is None else str(sasl),
     )
 
 
@@ -409,10 +436,20 @@ def _listener_of(port: int) -> str | None:
 
 
 def _check_ports(cfg: BrokerConfig) -> None:
-    for port, setting, role, also in (
+    ports = [
         (cfg.port, "port", "client (PLAINTEXT)", "; clients then need kafka.bootstrap_servers"),
         (cfg.controller_port, "controller_port", "KRaft controller", ""),
-    ):
+    ]
+    if cfg.sasl_port is not None:
+        ports.append(
+            (
+                cfg.sasl_port,
+                "sasl_port",
+                "client (SASL_PLAINTEXT)",
+                "; SASL clients then need kafka.bootstrap_servers",
+            )
+        )
+    for port, setting, role, also in ports:
         if _port_busy(cfg.host, port):
             who = _listener_of(port) or "another process"
             stop_it = (
@@ -438,14 +475,45 @@ def _validate(cfg: BrokerConfig) -> None:
     def bad(what: str, hint: str) -> BrokerError:
         return BrokerError(f"invalid local broker setting: {what}", hint=hint)
 
-    for name, value in (("port", cfg.port), ("controller_port", cfg.controller_port)):
+    ports = {"port": cfg.port, "controller_port": cfg.controller_port}
+    if cfg.sasl_port is not None:
+        ports["sasl_port"] = cfg.sasl_port
+    for name, value in ports.items():
         if not 0 < value < 65536:
             raise bad(f"{name}={value}", "use a TCP port between 1 and 65535")
-    if cfg.port == cfg.controller_port:
+    names = list(ports)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if ports[a] == ports[b]:
+                raise bad(
+                    f"{a} and {b} are both {ports[a]}",
+                    "each listener (client, controller, SASL) needs a port of its own",
+                )
+    if cfg.sasl_port is not None and not cfg.sasl_users:
         raise bad(
-            f"port and controller_port are both {cfg.port}",
-            "the client and controller listeners need two different ports",
+            "sasl_port is set but sasl_users is empty",
+            "give the SASL listener at least one user: local_broker.sasl_users = "
+            '{ name = "password" }',
         )
+    if cfg.sasl_users and cfg.sasl_port is None:
+        raise bad(
+            "sasl_users is set but sasl_port is not",
+            "set local_broker.sasl_port to open the SASL listener, or drop sasl_users",
+        )
+    for user, password in cfg.sasl_users.items():
+        if not _SASL_USER.match(user):
+            raise bad(
+                f"sasl_users has a user named {user!r}",
+                "use letters, digits, '_' and '-' in SASL user names",
+            )
+        # the password is never quoted back: only what is wrong with it
+        if not password or any(not (" " <= c <= "~") or c in '"\\' for c in password):
+            raise bad(
+                f"the password of SASL user {user!r} is empty or has a character other "
+                "than printable ASCII, or a '\"' or '\\'",
+                "the broker's JAAS configuration quotes it: use printable ASCII without "
+                "quotes or backslashes",
+            )
     if not _HEAP.match(cfg.heap) or _heap_bytes(cfg.heap) < 128 * 2**20:
         raise bad(f"heap={cfg.heap!r}", "use a JVM heap size of at least 128m, e.g. 512m or 1g")
     if not _VERSION.match(cfg.kafka_version):
@@ -568,14 +636,56 @@ def ensure_jars(cfg: BrokerConfig, progress: Progress | None = None) -> Path:
 
 
 def _render_properties(cfg: BrokerConfig) -> str:
+    """server.properties: the template filled in, plus the SASL listener when configured
+    (without one, exactly the template's text)."""
     template = _config_file("server.properties.template").read_text(encoding="utf-8")
-    return template.format(
+    text = template.format(
         node_id=NODE_ID,
         host=cfg.host,
         port=cfg.port,
         controller_port=cfg.controller_port,
         data_dir=cfg.data_dir.resolve().as_posix(),
     )
+    return text if cfg.sasl_port is None else _with_sasl_listener(cfg, text)
+
+
+#: the name (and security protocol) of the optional SASL client listener
+_SASL_LISTENER_NAME = "SASL_PLAINTEXT"
+
+
+def _with_sasl_listener(cfg: BrokerConfig, text: str) -> str:
+    """``text`` with a SASL_PLAINTEXT listener (mechanism PLAIN, ``cfg.sasl_users``) added
+    to ``listeners``, ``advertised.listeners`` and ``listener.security.protocol.map``, and
+    the listener's settings appended. Inter-broker and controller traffic stay PLAINTEXT."""
+    endpoint = f"{_SASL_LISTENER_NAME}://{cfg.host}:{cfg.sasl_port}"
+    extend = {
+        "listeners": endpoint,
+        "advertised.listeners": endpoint,
+        "listener.security.protocol.map": f"{_SASL_LISTENER_NAME}:{_SASL_LISTENER_NAME}",
+    }
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        key, sep, value = line.rstrip("\n").partition("=")
+        if sep and key.strip() in extend:
+            lines[i] = f"{key}={value.rstrip()},{extend.pop(key.strip())}\n"
+    if extend:
+        raise BrokerError(
+            f"server.properties.template has no {', '.join(sorted(extend))} to add the "
+            "SASL listener to",
+            hint=f"restore {CONFIG_DIR / 'server.properties.template'} from the project",
+        )
+    users = " ".join(f'user_{name}="{pw}"' for name, pw in cfg.sasl_users.items())
+    prefix = f"listener.name.{_SASL_LISTENER_NAME.lower()}"
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    lines += [
+        "\n",
+        "# A SASL_PLAINTEXT client listener (PLAIN): local_broker.sasl_port / sasl_users.\n",
+        "sasl.enabled.mechanisms=PLAIN\n",
+        f"{prefix}.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};\n",
+    ]
+    return "".join(lines)
 
 
 def _new_cluster_id() -> str:
@@ -685,9 +795,15 @@ def _failure_hint(cfg: BrokerConfig, tails: str) -> str:
         if any(word in line for word in ("ERROR", "FATAL", "Exception", "Error", "rror:"))
     )
     if "Address already in use" in text or "BindException" in text:
+        if cfg.sasl_port is None:
+            return (
+                f"port {cfg.port} or {cfg.controller_port} on {cfg.host} is taken; free it or "
+                "change the `local_broker.port` / `local_broker.controller_port` setting"
+            )
         return (
-            f"port {cfg.port} or {cfg.controller_port} on {cfg.host} is taken; free it or "
-            "change the `local_broker.port` / `local_broker.controller_port` setting"
+            f"port {cfg.port}, {cfg.controller_port} or {cfg.sasl_port} on {cfg.host} is "
+            "taken; free it or change the `local_broker.port` / `local_broker.controller_port` "
+            "/ `local_broker.sasl_port` setting"
         )
     if "UnsupportedClassVersionError" in text:
         return "Kafka 4 needs Java 17 or newer; install it or point JAVA_HOME at it"
@@ -725,12 +841,24 @@ def _kill(pid: int, timeout_s: float) -> None:
         raise BrokerError(f"could not stop the Kafka broker (pid {pid}), even with SIGKILL")
 
 
+def _accepts(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def _wait_ready(
     cfg: BrokerConfig, pid: int, bootstrap: str, timeout_s: float, log_start: int = 0
 ) -> None:
     """Poll until the broker answers; BrokerError if its JVM exits first or on timeout.
 
-    The error quotes what the broker logged after byte ``log_start`` of server.log.
+    With a SASL listener it must also accept connections (a metadata request there would
+    need a user's password). The error quotes what the broker logged after byte
+    ``log_start`` of server.log.
     """
     deadline = time.monotonic() + timeout_s
 
@@ -742,7 +870,9 @@ def _wait_ready(
                 hint=_failure_hint(cfg, tails),
             )
         remaining = deadline - time.monotonic()
-        return ping(bootstrap, timeout_s=max(0.5, min(3.0, remaining)))
+        if not ping(bootstrap, timeout_s=max(0.5, min(3.0, remaining))):
+            return False
+        return cfg.sasl_bootstrap is None or _accepts(cfg.sasl_bootstrap)
 
     retrying = Retrying(
         stop=stop_after_delay(timeout_s),
@@ -753,8 +883,9 @@ def _wait_ready(
     try:
         retrying(probe)
     except RetryError as exc:
+        where = bootstrap if cfg.sasl_bootstrap is None else f"{bootstrap} and {cfg.sasl_bootstrap}"
         raise BrokerError(
-            f"the Kafka broker (pid {pid}) did not answer on {bootstrap} within "
+            f"the Kafka broker (pid {pid}) did not answer on {where} within "
             f"{timeout_s:.0f} s:\n{_tails(cfg, log_start)}",
             hint=f"see {cfg.log_path}; a slow machine may need a longer timeout "
             "(`stream-ae kafka up --timeout`)",
@@ -807,6 +938,14 @@ def start(
                     hint="stop it with `stream-ae kafka down` to apply the new port, or "
                     "use the running address",
                 )
+            if running.sasl_bootstrap != cfg.sasl_bootstrap:
+                now = running.sasl_bootstrap or "none"
+                want = cfg.sasl_bootstrap or "none"
+                raise BrokerError(
+                    f"the local Kafka broker of {cfg.state_dir} is already running (pid "
+                    f"{running.pid}) with SASL listener {now}, not {want}",
+                    hint="stop it with `stream-ae kafka down` to apply local_broker.sasl_port",
+                )
             say(f"Kafka broker already running (pid {running.pid}) on {running.bootstrap}")
             if running.kafka_version != cfg.kafka_version:
                 say(
@@ -827,7 +966,12 @@ def start(
 
         for directory in (cfg.data_dir, cfg.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cfg.properties_file, _render_properties(cfg))
+        # with SASL users it holds their passwords: readable by its owner only
+        _atomic_write(
+            cfg.properties_file,
+            _render_properties(cfg),
+            mode=None if cfg.sasl_port is None else 0o600,
+        )
         if not _check_meta(cfg):
             _format_storage(cfg, java, libs, say)
 
@@ -844,6 +988,7 @@ def start(
                     "bootstrap": cfg.bootstrap,
                     "kafka_version": cfg.kafka_version,
                     "controller_port": cfg.controller_port,
+                    **({} if cfg.sasl_port is None else {"sasl_bootstrap": cfg.sasl_bootstrap}),
                     "started_at": time.time(),
                 }
             ),
@@ -855,7 +1000,8 @@ def start(
                 _kill(pid, 10.0)
             _remove_run_files(cfg)
             raise
-        say(f"Kafka broker ready on {cfg.bootstrap} after {time.monotonic() - started:.1f} s")
+        sasl = "" if cfg.sasl_bootstrap is None else f" (SASL/PLAIN on {cfg.sasl_bootstrap})"
+        say(f"Kafka broker ready on {cfg.bootstrap}{sasl} after {time.monotonic() - started:.1f} s")
         return _info(cfg, pid)
 
 

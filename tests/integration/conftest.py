@@ -1,9 +1,12 @@
 """One real Apache Kafka broker for the whole session, and a small trained model.
 
 The broker runs from the project's own set-up (`stream_ae.io.local_broker`) on
-free ports in a temporary folder, and is stopped at the end. If it cannot start,
-every integration test errors: nothing here skips. ``STREAM_AE_TEST_BOOTSTRAP``
-points the tests at an already running broker instead.
+free ports in a temporary folder, and is stopped at the end. Besides its PLAINTEXT
+listener it opens a SASL_PLAINTEXT one (PLAIN, user ``SASL_USER``, password
+``SASL_PASSWORD`` of harness.py) for the tests of the SASL settings. If it cannot
+start, every integration test errors: nothing here skips. ``STREAM_AE_TEST_BOOTSTRAP``
+points the tests at an already running broker instead (the SASL tests then start
+the private one all the same).
 """
 
 from __future__ import annotations
@@ -15,7 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import _START, N_ASSETS, PERIOD_MS, SEED, TRAIN_STEPS, Env, H, W
+from harness import (
+    _START,
+    N_ASSETS,
+    PERIOD_MS,
+    SASL_PASSWORD,
+    SASL_USER,
+    SEED,
+    TRAIN_STEPS,
+    Env,
+    H,
+    W,
+)
 
 from stream_ae.io import local_broker
 from stream_ae.readings_io import readings_from_arrays
@@ -24,24 +38,41 @@ from stream_ae.simulate import Simulator
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    given = os.environ.get("STREAM_AE_TEST_BOOTSTRAP")
-    if given:
-        yield given
-        return
+def local_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_broker.BrokerInfo]:
+    """The project's own broker on free ports, with a SASL/PLAIN listener too."""
     cfg = local_broker.BrokerConfig(
         state_dir=tmp_path_factory.mktemp("broker"),
         port=local_broker.free_port(),
         controller_port=local_broker.free_port(),
+        sasl_port=local_broker.free_port(),
+        sasl_users={SASL_USER: SASL_PASSWORD},
     )
     info = local_broker.start(cfg, timeout_s=120)
     try:
-        yield info.bootstrap
+        yield info
     finally:
         # Clients the tests dropped but that sit in reference cycles go now, while the
         # broker still answers: at exit they would fill the log with refused connects.
         gc.collect()
         local_broker.stop(cfg, wipe=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    """``host:port`` of the PLAINTEXT listener the tests use."""
+    given = os.environ.get("STREAM_AE_TEST_BOOTSTRAP")
+    if given:
+        return given
+    info: local_broker.BrokerInfo = request.getfixturevalue("local_kafka")
+    return info.bootstrap
+
+
+@pytest.fixture(scope="session")
+def sasl_bootstrap(local_kafka: local_broker.BrokerInfo) -> str:
+    """``host:port`` of the session broker's SASL_PLAINTEXT listener (mechanism PLAIN,
+    user ``SASL_USER`` with ``SASL_PASSWORD``)."""
+    assert local_kafka.sasl_bootstrap is not None
+    return local_kafka.sasl_bootstrap
 
 
 def train_fleet_model(

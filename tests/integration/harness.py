@@ -29,6 +29,9 @@ SEED = 11
 PERIOD_MS = 1000
 TRAIN_STEPS = 10800  # 3 h: long enough to see every operating mode
 W, H = 32, 8
+#: the user the session broker's SASL/PLAIN listener accepts (conftest.sasl_bootstrap)
+SASL_USER = "stream-ae-test"
+SASL_PASSWORD = "sasl-test-pw-7c41"
 
 
 def fleet_start_ms() -> int:
@@ -90,6 +93,17 @@ class Env:
         for key, value, ts in messages:
             p.send(settings.topics.readings, value, key=key, timestamp_ms=ts)
         p.flush()
+
+
+def sasl_kafka(bootstrap: str, password: str = SASL_PASSWORD) -> dict[str, Any]:
+    """The ``kafka`` settings of a client of the SASL/PLAIN listener at ``bootstrap``."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_username": SASL_USER,
+        "sasl_password": password,
+    }
 
 
 def read_all(settings: Settings, topic: str, *, read_committed: bool = False) -> list[Any]:

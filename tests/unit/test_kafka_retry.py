@@ -92,3 +92,64 @@ def test_a_commit_that_cannot_reach_the_broker_is_skipped_not_fatal(
     finally:
         consumer.close()
     assert any("commit skipped, the broker may be away" in r.getMessage() for r in caplog.records)
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    from stream_ae.io.kafka import _with_retries
+
+    calls: list[int] = []
+
+    def refused() -> None:
+        calls.append(1)
+        raise KafkaIOError("not authorised", permanent=True)
+
+    with pytest.raises(KafkaIOError, match="not authorised"):
+        _with_retries(5, refused)
+    assert len(calls) == 1
+
+
+def test_a_refused_authentication_fails_at_once_naming_the_settings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """librdkafka retries a refused SASL authentication for ever and the metadata
+    request only says "transport failure"; the reason reaches the error callback. The
+    probe raised "cannot reach Kafka ... start the local broker" after all 10 attempts
+    (~80 s). (tests/integration/test_sasl.py sees it from a real broker.)"""
+    from confluent_kafka import KafkaError
+
+    password = "pa55-word-never-shown"
+    kafka = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="alice",
+        sasl_password=password,  # type: ignore[arg-type]
+        connect_attempts=10,
+    )
+    admin = Admin(kafka)
+    ref = weakref.ref(admin)
+    admin._auth(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert admin._auth.error is None  # only authentication failures are kept
+    # what librdkafka reports for a wrong password (the socket here refuses instead)
+    admin._auth(
+        KafkaError(
+            KafkaError._AUTHENTICATION,
+            "sasl_plaintext://127.0.0.1:1/bootstrap: SASL authentication error: "
+            f"Authentication failed: Invalid username or password {password} "
+            "(after 301ms in state AUTH_REQ)",
+        )
+    )
+    with caplog.at_level(logging.DEBUG), pytest.raises(KafkaIOError) as info:
+        admin.wait_until_reachable(timeout_s=0.2)
+    err = info.value
+    assert err.permanent
+    text = str(err)
+    assert "refused to authenticate the client as 'alice'" in text
+    assert "kafka.sasl_mechanism=PLAIN" in text
+    assert "Invalid username or password" in text and "(after" not in text
+    assert "kafka.sasl_password" in err.hint and "STREAM_AE_KAFKA__SASL_PASSWORD" in err.hint
+    assert password not in text
+    assert password not in caplog.text
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]  # one attempt
+    del admin, err, info
+    assert ref() is None  # the error callback keeps no cycle

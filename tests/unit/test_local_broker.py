@@ -132,6 +132,55 @@ def test_rendered_properties(cfg: BrokerConfig) -> None:
     assert not any("{" in v or "}" in v for v in props.values())
 
 
+def test_without_sasl_the_rendering_is_the_template_byte_for_byte(cfg: BrokerConfig) -> None:
+    # existing state dirs (and their server.properties) must not change with the SASL option
+    cfg = lb._absolute(cfg)
+    template = (lb.CONFIG_DIR / "server.properties.template").read_text(encoding="utf-8")
+    expected = template.format(
+        node_id=1,
+        host=cfg.host,
+        port=cfg.port,
+        controller_port=cfg.controller_port,
+        data_dir=cfg.data_dir.resolve().as_posix(),
+    )
+    assert lb._render_properties(cfg) == expected
+    assert "SASL" not in expected and "sasl." not in expected
+
+
+def test_rendered_properties_with_a_sasl_listener(cfg: BrokerConfig) -> None:
+    sasl = replace(cfg, sasl_port=lb.free_port(), sasl_users={"alice": "a-pw", "bob": "b pw#1"})
+    text = lb._render_properties(lb._absolute(sasl))
+    props = lb._parse_properties(text)
+    h, p, c, s = cfg.host, cfg.port, cfg.controller_port, sasl.sasl_port
+    assert (
+        props["listeners"] == f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c},SASL_PLAINTEXT://{h}:{s}"
+    )
+    assert props["advertised.listeners"] == f"PLAINTEXT://{h}:{p},SASL_PLAINTEXT://{h}:{s}"
+    assert props["listener.security.protocol.map"] == (
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    )
+    # brokers and the controller keep talking PLAINTEXT
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["controller.listener.names"] == "CONTROLLER"
+    assert props["sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'user_alice="a-pw" user_bob="b pw#1";'
+    )
+    # everything else as without SASL
+    plain = lb._parse_properties(lb._render_properties(lb._absolute(cfg)))
+    changed = {k for k in props if props[k] != plain.get(k)}
+    assert changed == {
+        "listeners",
+        "advertised.listeners",
+        "listener.security.protocol.map",
+        "sasl.enabled.mechanisms",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+    }
+    assert sasl.sasl_bootstrap == f"{h}:{s}" and cfg.sasl_bootstrap is None
+    assert "a-pw" not in repr(sasl)  # repr leaves the users out
+
+
 def test_cluster_id_is_a_kafka_uuid() -> None:
     for _ in range(200):
         cid = lb._new_cluster_id()
@@ -150,13 +199,33 @@ def test_cluster_id_is_a_kafka_uuid() -> None:
         ({"heap": "lots"}, "heap="),
         ({"kafka_version": "latest"}, "kafka_version="),
         ({"host": "::1"}, "host="),
+        ({"sasl_port": 0, "sasl_users": {"u": "p"}}, "sasl_port=0"),
+        ({"sasl_port": 65536, "sasl_users": {"u": "p"}}, "sasl_port=65536"),
+        ({"sasl_port": "port", "sasl_users": {"u": "p"}}, "port and sasl_port are both"),
+        (
+            {"sasl_port": "controller_port", "sasl_users": {"u": "p"}},
+            "controller_port and sasl_port are both",
+        ),
+        ({"sasl_port": 7001}, "sasl_users is empty"),
+        ({"sasl_users": {"u": "p"}}, "sasl_port is not"),
+        ({"sasl_port": 7001, "sasl_users": {"a b": "p"}}, "user named 'a b'"),
+        ({"sasl_port": 7001, "sasl_users": {"u.x": "p"}}, "user named 'u.x'"),
+        ({"sasl_port": 7001, "sasl_users": {"u": ""}}, "password of SASL user 'u'"),
+        ({"sasl_port": 7001, "sasl_users": {"u": 'se"cret'}}, "password of SASL user 'u'"),
+        ({"sasl_port": 7001, "sasl_users": {"u": "se\\cret"}}, "password of SASL user 'u'"),
+        ({"sasl_port": 7001, "sasl_users": {"u": "sécret"}}, "password of SASL user 'u'"),
+        ({"sasl_port": 7001, "sasl_users": {"u": "se\ncret"}}, "password of SASL user 'u'"),
     ],
 )
 def test_invalid_settings(cfg: BrokerConfig, changes: dict[str, object], fragment: str) -> None:
+    if changes.get("sasl_port") in ("port", "controller_port"):  # the same as that one
+        changes = {**changes, "sasl_port": getattr(cfg, str(changes["sasl_port"]))}
     bad = replace(cfg, **changes)  # type: ignore[arg-type]
     with pytest.raises(BrokerError, match="invalid local broker setting") as err:
         lb.start(bad)
     assert fragment in str(err.value)
+    assert "cret" not in str(err.value)  # a password is never quoted back
+    assert not bad.state_dir.exists()
 
 
 # ----------------------------------------------------------------------------- pid file
@@ -258,8 +327,10 @@ def test_exited_unreaped_child_is_not_alive() -> None:
 # ----------------------------------------------------------------------------- ports
 
 
-@pytest.mark.parametrize("which", ["port", "controller_port"])
+@pytest.mark.parametrize("which", ["port", "controller_port", "sasl_port"])
 def test_port_in_use(cfg: BrokerConfig, which: str) -> None:
+    if which == "sasl_port":
+        cfg = replace(cfg, sasl_port=lb.free_port(), sasl_users={"u": "p"})
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((cfg.host, 0))
         sock.listen()
@@ -404,6 +475,19 @@ def test_start_from_a_formatted_data_dir_renders_properties(
     assert (cfg.data_dir / "meta.properties").exists()  # not reformatted
 
 
+@pytest.mark.usefixtures("fake_mvn", "fake_java")
+def test_with_sasl_users_the_properties_file_is_private(cfg: BrokerConfig) -> None:
+    _formatted(cfg)
+    with pytest.raises(BrokerError):
+        lb.start(cfg, timeout_s=5)
+    assert "SASL" not in cfg.properties_file.read_text()
+    sasl = replace(cfg, sasl_port=lb.free_port(), sasl_users={"alice": "alice-pw"})
+    with pytest.raises(BrokerError):
+        lb.start(sasl, timeout_s=5)
+    assert f"SASL_PLAINTEXT://127.0.0.1:{sasl.sasl_port}" in sasl.properties_file.read_text()
+    assert stat.S_IMODE(sasl.properties_file.stat().st_mode) == 0o600
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -429,3 +513,12 @@ def test_cli_up_lets_broker_error_propagate(cfg: BrokerConfig) -> None:
 def test_config_files_exist() -> None:
     for name in ("pom.xml", "server.properties.template", "log4j2.yaml"):
         assert (lb.CONFIG_DIR / name).is_file(), name
+
+
+def test_cli_describes_the_sasl_listener(tmp_path: Path) -> None:
+    from stream_ae.cli.kafka_cmd import _describe
+
+    info = lb.BrokerInfo("127.0.0.1:9092", 1, tmp_path / "log", tmp_path, "4.1.1")
+    assert "sasl:" not in _describe(info)
+    with_sasl = replace(info, sasl_bootstrap="127.0.0.1:9094")
+    assert "sasl:      127.0.0.1:9094 (PLAIN)" in _describe(with_sasl)
