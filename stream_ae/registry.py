@@ -5,22 +5,24 @@ Layout::
     <root>/
       versions/<version>/{model.safetensors, metadata.json, report.json}
       CHAMPION            # one line: the version to serve
-      decisions.jsonl     # one JSON object per promote/rollback/reject/hold, append-only
+      decisions.jsonl     # one JSON object per promote/rollback/reject/hold/prune, append-only
       .lock               # fcntl.flock'ed by writers
+      .candidate-*/       # a retraining round's model being saved (trainers/retrain.py)
 
 Why it is built this way:
 
 * **Readers never lock and never see partial state.** A version is assembled in
   a hidden temporary directory inside ``versions/`` (same filesystem), every
   file and the directory are fsynced, and only then is it renamed to its final
-  name; versions are immutable afterwards and never deleted by this module.
+  name; versions are immutable afterwards and only deleted by :meth:`Registry.prune`.
   ``CHAMPION`` is replaced with ``os.replace`` of a fsynced temporary file. So a
   reader that reads ``CHAMPION`` and then ``versions/<name>/…`` always finds a
   complete version.
 * **One writer at a time.** :meth:`Registry.register`, :meth:`Registry.promote`,
-  :meth:`Registry.rollback`, :meth:`Registry.reject` and :meth:`Registry.hold`
-  hold an exclusive ``flock`` on ``.lock`` (it works between processes and
-  between threads that open the file separately).
+  :meth:`Registry.rollback`, :meth:`Registry.reject`, :meth:`Registry.hold`,
+  :meth:`Registry.prune` and :meth:`Registry.announce` hold an exclusive
+  ``flock`` on ``.lock`` (it works between processes and between threads that
+  open the file separately).
 * **The decision log is the source of truth; ``CHAMPION`` is its head.** A
   promotion first writes and fsyncs the new pointer under a temporary name
   (anything that can fail for lack of space fails here, changing nothing), then
@@ -42,10 +44,27 @@ Decision actions (the ``action`` of a log record):
 * ``reject``: the version failed the promotion gate; it stays registered (its
   numbers are in the record) but is not served;
 * ``hold``: the version passed the gate but was not promoted because promotion
-  was turned off; an operator may promote it later.
+  was turned off, or because the champion changed while it was being trained
+  (``promote(..., expected_champion=...)`` refused); an operator may promote it later;
+* ``prune``: the version's folder was deleted by :meth:`Registry.prune` (retention);
+  the record keeps its status then and the space it took.
 
-``reject`` and ``hold`` record the champion of the moment as ``champion`` (not
-``previous``: nothing was replaced).
+``reject``, ``hold`` and ``prune`` record the champion of the moment as
+``champion`` (not ``previous``: nothing was replaced).
+
+Retention: :meth:`Registry.prune` keeps the ``keep`` newest versions and deletes
+older ones, but never the champion nor any version on the champion stack (every
+version repeated rollbacks can return to). A version is renamed to a hidden name
+first (readers stop seeing it at once), the ``prune`` record is committed, then
+the folder is removed. ``.candidate-*`` folders in the root older than
+:data:`STALE_CANDIDATE_S` (left by a killed retraining round; a live round's
+folder exists only while it saves and registers, seconds) are removed by every
+writer.
+
+Announcements: :meth:`Registry.announce` calls the sender with what ``CHAMPION``
+says *while holding the writer lock*, so announcements are serialised with
+promotions and rollbacks: the last announcement sent is always the current
+champion, whatever order two promoters ran in.
 
 Rollback semantics: the log is replayed as a stack of champions (``promote``
 pushes, ``rollback`` pops; ``reject`` and ``hold`` are skipped), so repeated
@@ -73,11 +92,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from stream_ae.decide.threshold import ThresholdSpec
 from stream_ae.durable import fsync_dir, write_synced
@@ -93,11 +112,15 @@ from stream_ae.model.artifact import (
 )
 
 __all__ = [
+    "CANDIDATE_PREFIX",
     "CHAMPION_FILE",
     "DECISIONS_FILE",
     "LOCK_FILE",
     "REPORT_FILE",
+    "STALE_CANDIDATE_S",
     "VERSIONS_DIR",
+    "ChampionChanged",
+    "PruneResult",
     "Registry",
     "Status",
     "Unreadable",
@@ -106,6 +129,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 VERSIONS_DIR = "versions"
 CHAMPION_FILE = "CHAMPION"
 DECISIONS_FILE = "decisions.jsonl"
@@ -113,11 +138,18 @@ LOCK_FILE = ".lock"
 REPORT_FILE = "report.json"
 
 _TMP_PREFIX = ".tmp-"
+#: a retraining round saves its candidate in ``<root>/.candidate-*`` (then registers it)
+CANDIDATE_PREFIX = ".candidate-"
+#: a ``.candidate-*`` folder untouched this long (seconds) was left by a killed round
+STALE_CANDIDATE_S = 3600.0
 
 #: actions that move ``CHAMPION``; the others only record a verdict on a candidate
 _POINTER_ACTIONS = ("promote", "rollback")
 _VERDICT_ACTIONS = ("reject", "hold")
-_ACTIONS = _POINTER_ACTIONS + _VERDICT_ACTIONS
+_ACTIONS = _POINTER_ACTIONS + _VERDICT_ACTIONS + ("prune",)
+
+#: ``expected_champion`` not given: promote whatever the champion is
+_ANY: Any = object()
 
 Status = Literal["champion", "candidate", "retired", "rejected", "held"]
 
@@ -180,6 +212,64 @@ class Unreadable:
             "metrics": {},
             "path": str(self.path),
         }
+
+
+class ChampionChanged(ArtifactError):
+    """:meth:`Registry.promote` with ``expected_champion`` found another champion
+    (someone promoted or rolled back meanwhile); nothing was changed."""
+
+    def __init__(self, version: str, expected: str | None, actual: str | None, root: Path):
+        super().__init__(
+            f"not promoting {version}: the champion of {root} changed (expected "
+            f"{expected or 'none'}, now {actual or 'none'})",
+            hint=f"promote it by hand if wanted: `stream-ae models promote {version} "
+            f"--registry {root}`",
+        )
+        self.version, self.expected, self.actual = version, expected, actual
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What :meth:`Registry.prune` removed (or would remove, ``dry_run``)."""
+
+    removed: list[tuple[str, int]]  # version, bytes
+    kept: list[str]
+    protected: list[str]  # older than the keep window but kept: champion, rollback targets
+    stale_candidates: list[tuple[str, int]]  # .candidate-* folder names, bytes
+    dry_run: bool = False
+
+    @property
+    def freed(self) -> int:
+        return sum(n for _, n in self.removed) + sum(n for _, n in self.stale_candidates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "removed": [{"version": v, "bytes": n} for v, n in self.removed],
+            "stale_candidates": [{"folder": v, "bytes": n} for v, n in self.stale_candidates],
+            "kept": self.kept,
+            "protected": self.protected,
+            "freed_bytes": self.freed,
+        }
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _last_touched(path: Path) -> float:
+    """The newest mtime of ``path`` and the entries directly in it (a live round writes there)."""
+    newest = path.stat().st_mtime
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path):
+            with contextlib.suppress(OSError):
+                newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -278,6 +368,8 @@ class Registry:
     def __init__(self, root: Path, *, lock_timeout: float = 60.0) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        #: the stale ``.candidate-*`` folders the last writer removed (name, bytes)
+        self._swept: list[tuple[str, int]] = []
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
@@ -406,7 +498,19 @@ class Registry:
         the verdicts (reject/hold) on it; not the verdicts on other candidates
         made while it was champion.
         """
-        path = self.path_of(version)
+        try:
+            path = self.path_of(version)
+        except ArtifactError:
+            pruned = [d for d in self._read_decisions() if d["action"] == "prune"]
+            for rec in reversed(pruned):
+                if rec["version"] == version:
+                    why = rec.get("decision", {}).get("reason", "no reason recorded")
+                    raise ArtifactError(
+                        f"version {version} was pruned from {self.root} at {rec.get('at')} "
+                        f"(decision #{rec.get('seq')}: {why})",
+                        hint="its decisions stay in " + str(self.root / DECISIONS_FILE),
+                    ) from None
+            raise
         records = self._read_decisions()
         info = self._info(version, self._pointer(), _ever_champion(records), _verdicts(records))
         meta = _read_metadata(path)
@@ -553,6 +657,7 @@ class Registry:
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in self.root.glob(_TMP_PREFIX + CHAMPION_FILE + "*"):
             leftover.unlink(missing_ok=True)
+        self._swept = self._sweep_candidates()
         log_path = self.root / DECISIONS_FILE
         if log_path.is_file():
             data = log_path.read_bytes()
@@ -579,6 +684,128 @@ class Registry:
                     head,
                 )
                 self._replace_pointer(self._prepare_pointer(head))
+
+    def _stale_candidates(self) -> list[Path]:
+        """``.candidate-*`` folders nothing has written to for :data:`STALE_CANDIDATE_S`.
+
+        A round creates its folder, saves the model into it and registers it (a
+        rename) right away, so a live round's folder is seconds old; an old one was
+        left by a round that was killed."""
+        now = time.time()
+        stale = []
+        for folder in sorted(self.root.glob(CANDIDATE_PREFIX + "*")):
+            try:
+                if folder.is_dir() and now - _last_touched(folder) > STALE_CANDIDATE_S:
+                    stale.append(folder)
+            except OSError:
+                continue  # removed meanwhile
+        return stale
+
+    def _sweep_candidates(self) -> list[tuple[str, int]]:
+        swept = []
+        for folder in self._stale_candidates():
+            size = _tree_size(folder)
+            log.warning("removing %s, left by a killed retraining round", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                swept.append((folder.name, size))
+        return swept
+
+    def prune(self, keep: int, *, dry_run: bool = False, reason: str | None = None) -> PruneResult:
+        """Delete the oldest versions beyond the ``keep`` newest; return what went.
+
+        Never deleted: the champion (what ``CHAMPION`` names) and every version on
+        the champion stack (what repeated rollbacks return to), whatever their age;
+        folders that cannot be read are left for the operator. Each deletion is
+        recorded in the decision log (``prune``, with the version's status and
+        size). Stale ``.candidate-*`` folders are removed too. ``dry_run``: only
+        say what would go (no lock, nothing changed).
+        """
+        if keep < 1:
+            raise ConfigError(
+                f"keep must be at least 1, not {keep}", hint="pass --keep N with N >= 1"
+            )
+        if dry_run:
+            self._require()
+            stale = [(f.name, _tree_size(f)) for f in self._stale_candidates()]
+            removed, kept, protected = self._prune_plan(keep)
+            return PruneResult(
+                [(v, _tree_size(self.versions_dir / v)) for v in removed],
+                kept,
+                protected,
+                stale,
+                dry_run=True,
+            )
+        done: list[tuple[str, int]] = []
+        with self._writing():
+            stale = self._swept
+            victims, kept, protected = self._prune_plan(keep)
+            infos = {i.version: i for i in self.scan()[0]}
+            champion = self._pointer() or None
+            for version in victims:
+                folder = self.versions_dir / version
+                size = _tree_size(folder)
+                hidden = self.versions_dir / f"{_TMP_PREFIX}pruned-{version}"
+                try:
+                    os.rename(folder, hidden)  # gone for readers at once
+                except OSError as exc:
+                    raise ArtifactError(
+                        f"cannot prune {folder}: {exc.strerror or exc}",
+                        hint="check the permissions of the registry",
+                    ) from exc
+                decision = {
+                    "reason": reason or f"retention: older than the {keep} newest versions",
+                    "keep": keep,
+                    "status": infos[version].status if version in infos else None,
+                    "bytes": size,
+                }
+                line = self._record("prune", version, {"champion": champion}, decision)
+                try:
+                    self._append(line)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.rename(hidden, folder)
+                    raise
+                shutil.rmtree(hidden, ignore_errors=True)
+                done.append((version, size))
+                log.info("pruned %s (%d bytes) from %s", version, size, self.root)
+            if done:
+                fsync_dir(self.versions_dir)
+        return PruneResult(done, kept, protected, stale)
+
+    def _prune_plan(self, keep: int) -> tuple[list[str], list[str], list[str]]:
+        """(to delete, kept as the newest, kept because protected), each oldest first."""
+        names = [i.version for i in self.scan()[0]]  # readable versions, oldest first
+        champion = self._pointer()
+        guarded = set(_champion_stack(self._read_decisions()))
+        if champion:
+            guarded.add(champion)
+        newest = names[-keep:]
+        older = names[: max(0, len(names) - keep)]
+        return (
+            [v for v in older if v not in guarded],
+            newest,
+            [v for v in older if v in guarded],
+        )
+
+    def announce(self, send: Callable[[str], T]) -> T:
+        """Call ``send(champion)`` with what ``CHAMPION`` says, holding the writer lock.
+
+        So a promotion and its announcement cannot interleave with another's: two
+        promoters announce in the order they hold the lock, each the champion of
+        that moment, and the last announcement is the champion. ``send`` must not
+        write to this registry (the lock is not re-entrant). :class:`ConfigError`
+        when there is no champion; :class:`ArtifactError` when it is not registered.
+        """
+        with self._writing():
+            champion = self.champion()
+            if champion is None:
+                raise ConfigError(
+                    f"no champion in {self.root}",
+                    hint=f"promote a version first: `stream-ae models promote VERSION "
+                    f"--registry {self.root}`",
+                )
+            return send(champion)
 
     def register(self, artifact_dir: Path, *, report: Mapping[str, Any], move: bool = False) -> str:
         """Add a saved artifact version directory as a new version; return its name.
@@ -661,7 +888,13 @@ class Registry:
         log.info("registered %s in %s", version, self.root)
         return version
 
-    def promote(self, version: str, *, decision: Mapping[str, Any]) -> None:
+    def promote(
+        self,
+        version: str,
+        *,
+        decision: Mapping[str, Any],
+        expected_champion: str | None = _ANY,
+    ) -> None:
         """Make ``version`` the champion, recording ``decision`` (reason, numbers).
 
         The version is verified (:func:`load_artifact`) before anything changes.
@@ -669,12 +902,20 @@ class Registry:
         "previous", "decision"}``. Promoting the current champion is refused. A
         champion whose folder is missing or damaged does not stop it (promoting is
         how that is repaired); it is recorded as ``previous`` all the same.
+
+        ``expected_champion`` (a version, or ``None`` for "no champion yet"): the
+        champion the caller decided against; checked under the writer lock, and when
+        ``CHAMPION`` names another version :class:`ChampionChanged` is raised and
+        nothing changes (a retraining round must not override a promotion or
+        rollback made while it trained).
         """
         decision_data = _jsonable(dict(decision), "decision")
         with self._writing():
             path = self.path_of(version)
             self._verify(path)
             previous = self._pointer() or None
+            if expected_champion is not _ANY and previous != expected_champion:
+                raise ChampionChanged(version, expected_champion, previous, self.root)
             if previous is not None and not self._registered(previous):
                 log.warning("replacing champion %s, which is not a registered version", previous)
             if previous == version:

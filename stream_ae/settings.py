@@ -286,6 +286,9 @@ class TrainerSettings(_Section):
     #: Refuse to train when more than this share of windows must be excluded.
     max_excluded_share: float = Field(default=0.5, gt=0, le=1)
     promote: bool = True
+    #: Retention: after each round keep this many newest registry versions (0 = all);
+    #: the champion and every version rollback can return to are never deleted.
+    keep_versions: int = Field(default=20, ge=0)
     #: Golden set for the promotion gate: a labelled CSV (``anomaly`` column), a
     #: folder of them, or ``sim:SEED[,assets=N][,duration=DUR]``; empty = none.
     golden_set: str = ""

@@ -20,8 +20,12 @@ Used by ``stream-ae retrain`` and ``scripts/retrain.sh``. Steps:
    champion's − ``golden_tolerance`` (trainers/golden.py); the decision and its
    numbers go into the registry;
 5. the candidate is registered (always) and promoted (only when it passes and
-   ``promote`` is set); promotion announces it to running scorers. Otherwise the
-   decision log records it as rejected (with the failing rule) or held.
+   ``promote`` is set, and the champion is still the one it was gated against:
+   a promotion or rollback made by hand while the round trained wins, and the
+   candidate is held with the reason); promotion announces the champion to
+   running scorers (what ``CHAMPION`` says then, under the registry's writer
+   lock: :meth:`Registry.announce`). Otherwise the decision log records it as
+   rejected (with the failing rule) or held.
 
 The registry is the record, the announcement only the notification: an
 announcement that fails (the broker is away) leaves the promotion standing; the
@@ -52,7 +56,7 @@ from stream_ae.decide.threshold import (
 )
 from stream_ae.errors import ConfigError, DataError, StreamAEError
 from stream_ae.readings_io import Readings
-from stream_ae.registry import Registry
+from stream_ae.registry import CANDIDATE_PREFIX, ChampionChanged, Registry
 from stream_ae.settings import Settings
 from stream_ae.training import fit, training_windows, with_decision_rule
 from stream_ae.windowing import WindowBatch
@@ -76,6 +80,10 @@ class RetrainResult:
     #: promoted, but telling the running scorers failed (why): they serve the model
     #: they had until the champion is announced again
     announce_error: str | None = None
+    #: why a candidate that passed was not promoted (promotion off, champion changed)
+    held_reason: str | None = None
+    #: the version announced (the champion when announcing: normally ``version``)
+    announced: str | None = None
 
 
 def calibrate(scores: np.ndarray, method: Method, far_target: float) -> ThresholdSpec:
@@ -124,6 +132,11 @@ def retrain(
     details go into the report and the promotion decision."""
     from stream_ae.model.artifact import save_artifact
 
+    # the champion this round is gated against: promotion requires it still to be champion
+    if champion is not None:
+        gated_against: str | None = champion.metadata.version
+    else:
+        gated_against = registry.champion_pointer() if registry.root.is_dir() else None
     hop_ms = settings.window.hop * settings.window.sample_period_ms
     if far_per_day is not None:  # a budget per asset per day, as the plant states it
         if far_per_day * hop_ms >= MS_PER_DAY:
@@ -211,27 +224,59 @@ def retrain(
         report["trigger_detail"] = trigger_detail or {}
     registry.root.mkdir(parents=True, exist_ok=True)
     # saved next to the registry (same filesystem), then moved in atomically
-    with tempfile.TemporaryDirectory(dir=registry.root, prefix=".candidate-") as tmp:
+    with tempfile.TemporaryDirectory(dir=registry.root, prefix=CANDIDATE_PREFIX) as tmp:
         saved = save_artifact(candidate, Path(tmp))
         version = registry.register(saved, report=report, move=True)
     promoted = False
-    announce_error = None
+    announce_error = announced = held_reason = None
+    verdict = {"source": "retrain", **({"trigger": trigger} if trigger is not None else {})}
     if passed and promote:
-        previous = registry.champion_pointer()  # a missing champion is replaced, not fatal
-        registry.promote(
-            version,
-            decision={
-                "reason": "retrain: gate passed",
-                "source": "retrain",
-                **({"trigger": trigger} if trigger is not None else {}),
-                "gate": gate,
-                "previous": previous,
-            },
-        )
-        promoted = True
-        if announce is not None:
+        try:
+            registry.promote(
+                version,
+                decision={
+                    "reason": "retrain: gate passed",
+                    **verdict,
+                    "gate": gate,
+                    "previous": gated_against,
+                },
+                expected_champion=gated_against,
+            )
+            promoted = True
+        except ChampionChanged as exc:  # someone promoted or rolled back meanwhile: they win
+            held_reason = (
+                f"held: the champion changed during the round (gated against "
+                f"{exc.expected or 'none'}, now {exc.actual or 'none'}); promote it by hand "
+                f"if wanted: `stream-ae models promote {version} --registry {registry.root}`"
+            )
+            log.warning("candidate %s passed the gate but is %s", version, held_reason)
+            registry.hold(
+                version,
+                decision={
+                    "reason": held_reason,
+                    **verdict,
+                    "gate": gate,
+                    "gated_against": exc.expected,
+                    "champion_now": exc.actual,
+                },
+            )
+        if promoted and announce is not None:
+            send = announce
+
+            def tell(current: str) -> str:
+                send(current)
+                return current
+
             try:
-                announce(version)
+                # what CHAMPION says now, sent under the writer lock (see Registry.announce)
+                announced = registry.announce(tell)
+                if announced != version:
+                    log.warning(
+                        "promoted %s, but the champion is %s by now: announced %s",
+                        version,
+                        announced,
+                        announced,
+                    )
             except Exception as exc:  # promoted is promoted: the round must not look failed
                 announce_error = str(exc) or type(exc).__name__
                 log.warning(
@@ -242,19 +287,14 @@ def retrain(
                     registry.root,
                     exc_info=not isinstance(exc, StreamAEError),  # not ours: where it broke
                 )
-    else:  # the verdict goes into the registry too: rejected by the gate, or held back
-        verdict = {
-            "source": "retrain",
-            **({"trigger": trigger} if trigger is not None else {}),
-            "gate": gate,
-        }
-        if passed:
-            reason = "retrain: gate passed; promotion is off"
-            registry.hold(version, decision={"reason": reason, **verdict})
-        else:
-            reason = "retrain: gate failed: " + "; ".join(gate_failures(gate))
-            registry.reject(version, decision={"reason": reason, **verdict})
-    return RetrainResult(version, promoted, passed, report, announce_error)
+    # otherwise the verdict goes into the registry too: held back, or rejected by the gate
+    elif passed:
+        held_reason = "retrain: gate passed; promotion is off"
+        registry.hold(version, decision={"reason": held_reason, **verdict, "gate": gate})
+    else:
+        reason = "retrain: gate failed: " + "; ".join(gate_failures(gate))
+        registry.reject(version, decision={"reason": reason, **verdict, "gate": gate})
+    return RetrainResult(version, promoted, passed, report, announce_error, held_reason, announced)
 
 
 def gate_failures(gate: dict[str, Any]) -> list[str]:

@@ -260,9 +260,34 @@ class TrainerService:
             "passed" if result.passed else "failed",
             "promoted"
             if result.promoted
-            else ("rejected" if not result.passed else "held (trainer.promote is off)"),
+            else ("rejected" if not result.passed else result.held_reason or "held"),
         )
+        self.prune()
         return result
+
+    def prune(self) -> None:
+        """Retention after a round: keep the ``trainer.keep_versions`` newest versions
+        (0 = all; the champion and rollback targets always stay). A failure is logged:
+        the round itself succeeded."""
+        keep = self.settings.trainer.keep_versions
+        if not keep:
+            return
+        try:
+            res = self.registry.prune(keep)
+        except StreamAEError as exc:
+            log.warning("could not prune %s to %d versions: %s", self.registry.root, keep, exc)
+            return
+        if res.removed or res.stale_candidates:
+            log.info(
+                "pruned %s to the %d newest versions: removed %s%s, %d bytes freed",
+                self.registry.root,
+                keep,
+                ", ".join(v for v, _ in res.removed) or "no version",
+                f" and {len(res.stale_candidates)} stale candidate folder(s)"
+                if res.stale_candidates
+                else "",
+                res.freed,
+            )
 
     def _excluder(
         self,
@@ -443,9 +468,8 @@ class TrainerService:
         gets through (every :data:`ANNOUNCE_RETRY_S`). The champion of the moment is
         announced: an operator may have promoted or rolled back since."""
         try:
-            champion = self.registry.champion()
-            if champion is not None:
-                self._announce(champion)
+            if self.registry.champion() is not None:  # what CHAMPION says, under the lock
+                self.registry.announce(self._announce)
         except Exception as exc:  # the broker is away, the version went missing, ...
             self._next_announce = mono + ANNOUNCE_RETRY_S
             log.warning(

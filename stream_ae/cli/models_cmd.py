@@ -85,7 +85,7 @@ def _decision_text(d: dict[str, Any]) -> str:
     """One decision log record; reject/hold name the champion they left in place."""
     who = (
         f"champion {d.get('champion')}"
-        if d.get("action") in ("reject", "hold")
+        if d.get("action") in ("reject", "hold", "prune")
         else f"previous {d.get('previous')}"
     )
     return escape(
@@ -132,6 +132,18 @@ def _print_per_asset(version: str, thr: dict[str, Any]) -> None:
         )
 
 
+def _size(n: int) -> str:
+    """Bytes in words: 512 B, 4.1 kB, 3.2 MB, 1.5 GB."""
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("kB", "MB", "GB"):
+        value /= 1000
+        if value < 1000 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def _print_json(data: Any) -> None:
     # plain print: machine-readable output must not be wrapped or styled
     print(json.dumps(data, indent=2, default=str))
@@ -146,16 +158,15 @@ AnnounceOpt = Annotated[
 ]
 
 
-def _announce(reg: Any, version: str) -> None:
-    """Publish the champion on the control topic so running scorers switch to it.
-
-    The registry is the record; the announcement is the notification. When Kafka
-    cannot be reached the promotion stands and the message says how to resend it."""
+def _send(reg: Any, version: str) -> None:
+    """Publish ``version`` on the control topic so running scorers switch to it; a
+    broker that cannot be reached is a warning (the promotion stands). Plain sender:
+    callers pass it to :meth:`Registry.announce`, which picks the version."""
     from stream_ae.cli import get_settings
     from stream_ae.errors import KafkaIOError
     from stream_ae.service import announce_champion
 
-    # one quick attempt: promotion must not hang on a missing broker
+    # one quick attempt: promotion must not hang on a missing broker (nor hold the lock)
     settings = get_settings({"kafka": {"connect_attempts": 1}})
     try:
         ann = announce_champion(settings, reg.path_of(version))
@@ -166,6 +177,27 @@ def _announce(reg: Any, version: str) -> None:
         )
         return
     console.print(f"announced {ann.version} on {settings.topics.models}")
+
+
+def _announce(reg: Any, version: str | None = None) -> None:
+    """Publish the champion on the control topic so running scorers switch to it.
+
+    What ``CHAMPION`` says is announced while the registry's writer lock is held
+    (:meth:`Registry.announce`): a promotion made meanwhile by someone else is
+    announced instead of ``version`` (the one this command promoted), so the last
+    announcement is always the champion. The registry is the record; the
+    announcement is the notification. When Kafka cannot be reached the promotion
+    stands and the message says how to resend it."""
+
+    def send(champion: str) -> None:
+        if version is not None and champion != version:
+            console.print(
+                f"[yellow]note:[/] the champion is {champion} by now (promoted or rolled "
+                f"back meanwhile): announcing it instead of {version}"
+            )
+        _send(reg, champion)
+
+    reg.announce(send)
 
 
 def register(app: typer.Typer) -> None:
@@ -321,9 +353,45 @@ def register(app: typer.Typer) -> None:
     def announce(registry: RegistryOpt = DEFAULT_REGISTRY) -> None:
         """Tell running scorers (again) which version is the champion."""
         reg = _registry(registry)
-        champion = reg.champion()
-        if champion is None:
+        if reg.champion() is None:
             raise ConfigError(f"no champion in {registry}", hint="promote a version first")
-        _announce(reg, champion)
+        _announce(reg)
+
+    @models.command()
+    def prune(
+        keep: Annotated[
+            int,
+            typer.Option("--keep", min=1, help="Keep this many newest versions (at least 1)."),
+        ],
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Only say what would be removed.")
+        ] = False,
+        reason: ReasonOpt = None,
+        registry: RegistryOpt = DEFAULT_REGISTRY,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Delete the oldest versions beyond the KEEP newest, never the champion nor a
+        version rollback can return to; each deletion goes into the decision log.
+        Also removes `.candidate-*` folders left by killed retraining rounds."""
+        res = _registry(registry).prune(keep, dry_run=dry_run, reason=reason)
+        if as_json:
+            _print_json(res.to_dict())
+            return
+        verb = "would remove" if dry_run else "removed"
+        for version, size in res.removed:
+            console.print(f"{verb} {version} ({_size(size)})")
+        for folder, size in res.stale_candidates:
+            console.print(f"{verb} {escape(folder)} ({_size(size)}, left by a killed round)")
+        if res.protected:
+            console.print(
+                f"kept {len(res.protected)} older version(s) the champion history needs "
+                f"(champion or rollback targets): {', '.join(res.protected)}"
+            )
+        n = len(res.removed)
+        console.print(
+            f"{verb} {n} version(s), {len(res.stale_candidates)} stale candidate folder(s): "
+            f"{_size(res.freed)} {'would be freed' if dry_run else 'freed'}; "
+            f"{len(res.kept) + len(res.protected)} version(s) kept"
+        )
 
     app.add_typer(models, name="models")

@@ -140,10 +140,10 @@ def register(app: typer.Typer) -> None:
                 settings, reg, topic_start or "", topic_end, chans
             )
 
-        def say(version: str) -> None:
-            from stream_ae.cli.models_cmd import _announce
+        def say(version: str) -> None:  # retrain() passes the champion, under the lock
+            from stream_ae.cli.models_cmd import _send
 
-            _announce(reg, version)
+            _send(reg, version)
 
         def progress(epoch: int, tr: float, va: float) -> None:
             console.print(f"  epoch {epoch:3d}  train {tr:.4f}  held-out {va:.4f}")
@@ -332,4 +332,6 @@ def register_trainer(app: typer.Typer) -> None:
 def _verdict(result: Any) -> str:
     if result.promoted:
         return "promoted"
-    return "rejected: gate failed" if not result.passed else "held: passed, promotion off"
+    if not result.passed:
+        return "rejected: gate failed"
+    return result.held_reason or "held: passed, promotion off"

@@ -206,3 +206,64 @@ def test_a_daily_budget_larger_than_the_windows_of_a_day_names_the_setting(
             readings, _settings(), source="sim", registry=Registry(tmp_path / "r"), far_per_day=2e4
         )
     assert not (tmp_path / "r").exists()  # refused before anything was trained or written
+
+
+def _two_registered(reg: Registry, tmp_path: Path) -> list[str]:
+    from test_registry import _report, make_artifact
+
+    return [reg.register(make_artifact(tmp_path / "art", s), report=_report(s)) for s in (1, 2)]
+
+
+def test_a_promotion_made_during_the_round_is_not_overridden(
+    readings: Readings, tmp_path: Path
+) -> None:
+    """The round gated against A; an engineer promoted B while it trained: B stays
+    champion and the candidate is held with the reason (not promoted silently)."""
+    reg = Registry(tmp_path / "reg")
+    a, b = _two_registered(reg, tmp_path)
+    reg.promote(a, decision={"reason": "first"})
+    told: list[str] = []
+
+    def engineer_promotes(epoch: int, _tr: float, _va: float) -> None:
+        if epoch == 1 and reg.champion() == a:
+            reg.promote(b, decision={"reason": "by hand", "source": "cli"})
+
+    result = retrain(
+        readings,
+        _settings(),
+        source="sim",
+        registry=reg,
+        far_factor=1e9,
+        announce=told.append,
+        progress=engineer_promotes,
+    )
+    assert result.passed and not result.promoted and told == []
+    assert reg.champion() == b
+    assert result.held_reason is not None
+    assert f"gated against {a}, now {b}" in result.held_reason
+    assert "promote it by hand" in result.held_reason
+    shown = reg.show(result.version)
+    assert shown["status"] == "held"
+    assert shown["decisions"][-1]["decision"]["champion_now"] == b
+
+
+def test_the_announcement_carries_the_champion_of_announce_time(
+    readings: Readings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another promoter gets in between the round's promotion and its announcement:
+    the round announces what CHAMPION says then, never a version that is not champion."""
+    reg = Registry(tmp_path / "reg")
+    _a, b = _two_registered(reg, tmp_path)
+    real = Registry.promote
+
+    def promote_then_someone_else(self: Registry, version: str, **kw: object) -> None:
+        real(self, version, **kw)  # type: ignore[arg-type]
+        real(Registry(self.root), b, decision={"reason": "someone else"})
+
+    monkeypatch.setattr(Registry, "promote", promote_then_someone_else)
+    told: list[str] = []
+    result = retrain(
+        readings, _settings(), source="sim", registry=reg, far_factor=1e9, announce=told.append
+    )
+    assert result.promoted
+    assert told == [b] == [reg.champion()] and result.announced == b
