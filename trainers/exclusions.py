@@ -143,7 +143,7 @@ def exclusion_mask(
 # -- for the callers that read the topics ------------------------------------------------
 
 
-def _read_topic_values(settings: Settings, topic: str, start_ms: int) -> list[Any]:
+def read_topic_values(settings: Settings, topic: str, start_ms: int) -> list[Any]:
     from stream_ae.io.kafka import iter_values, read_range
 
     try:
@@ -151,6 +151,41 @@ def _read_topic_values(settings: Settings, topic: str, start_ms: int) -> list[An
     except StreamAEError as exc:  # a topic that does not exist yet holds nothing
         log.info("nothing read from %s: %s", topic, exc)
         return []
+
+
+#: per round, the records of the anomalies topic that are not events logged one by
+#: one; the others are counted in one summary line
+SKIPPED_LOGGED = 3
+
+
+def anomaly_events(messages: list[Any], topic: str) -> list[AnomalyEvent]:
+    """The anomaly events among ``messages``, decoded one by one. A record that is not
+    one (another producer's, an older schema, a truncated value) is skipped: decoding
+    them all at once let one such record stop every round until it left the look-back.
+    The first :data:`SKIPPED_LOGGED` are logged where they are, the rest counted."""
+    events: list[AnomalyEvent] = []
+    skipped = 0
+    for m in messages:
+        try:
+            events.append(msgspec.json.decode(m.value() or b"", type=AnomalyEvent))
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            skipped += 1
+            if skipped <= SKIPPED_LOGGED:
+                log.warning(
+                    "record skipped (%s partition %s offset %s): not an anomaly event: %s",
+                    topic,
+                    m.partition(),
+                    m.offset(),
+                    exc,
+                )
+    if skipped > SKIPPED_LOGGED:
+        log.warning(
+            "%d records of %s skipped in all: not anomaly events (the first %d logged above)",
+            skipped,
+            topic,
+            SKIPPED_LOGGED,
+        )
+    return events
 
 
 def read_exclusion_records(
@@ -162,12 +197,10 @@ def read_exclusion_records(
     ``topics.feedback`` from its beginning (a maintenance may have started before the
     range). A topic that does not exist yet holds nothing; a feedback record that is
     not one is logged and skipped."""
-    events = [
-        msgspec.json.decode(m.value(), type=AnomalyEvent)
-        for m in _read_topic_values(settings, settings.topics.anomalies, start_ms)
-    ]
+    topic = settings.topics.anomalies
+    events = anomaly_events(read_topic_values(settings, topic, start_ms), topic)
     feedback, problems = schemas.feedback_events(
-        _read_topic_values(settings, settings.topics.feedback, 0)
+        read_topic_values(settings, settings.topics.feedback, 0)
     )
     for problem in problems:
         log.warning("%s", problem)

@@ -38,16 +38,21 @@ import msgspec
 import numpy as np
 
 from stream_ae import schemas
-from stream_ae.decide.drift import DriftMonitor
 from stream_ae.errors import ConfigError, DataError, StreamAEError
-from stream_ae.io.kafka import ControlWatcher, iter_values, publish_control, read_range
+from stream_ae.io.kafka import ControlWatcher, publish_control
 from stream_ae.readings_io import Readings, read_topic, to_windows
 from stream_ae.registry import Registry
 from stream_ae.schemas import AnomalyEvent, FeedbackEvent
 from stream_ae.service import announce_champion, ensure_control_topic, model_grid
 from stream_ae.settings import Settings
 from stream_ae.windowing import WindowBatch
-from trainers.exclusions import Exclusions, exclusion_mask
+from trainers.exclusions import (
+    Exclusions,
+    anomaly_events,
+    champion_excluder,
+    drift_report,
+)
+from trainers.exclusions import read_topic_values as _read
 from trainers.retrain import RetrainResult, retrain
 
 if TYPE_CHECKING:
@@ -56,10 +61,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRAIN_KEY = b"retrain"
-
-#: per round, the records of the anomalies topic that are not events logged one by
-#: one; the others are counted in one summary line
-SKIPPED_LOGGED = 3
 
 #: seconds between two tries to announce a promotion whose announcement failed
 ANNOUNCE_RETRY_S = 30.0
@@ -103,51 +104,6 @@ class DriftCheck:
             "refit": self.refit,
             "why": self.why,
         }
-
-
-def _drift_report(md: Any, windows: WindowBatch, scores: np.ndarray) -> dict[str, Any]:
-    """Drift of these windows and the model's scores against its training period."""
-    monitor = DriftMonitor.from_metadata(md, horizon=len(scores))
-    monitor.update(windows.values, scores, windows.asset_ids)
-    return monitor.report()
-
-
-def _read(settings: Settings, topic: str, start_ms: int) -> list[Any]:
-    try:
-        return list(iter_values(read_range(settings.kafka, topic, start_ms=start_ms)))
-    except StreamAEError as exc:  # a topic that does not exist yet holds nothing
-        log.info("nothing read from %s: %s", topic, exc)
-        return []
-
-
-def _events(messages: list[Any], topic: str) -> list[AnomalyEvent]:
-    """The anomaly events among ``messages``, decoded one by one. A record that is not
-    one (another producer's, an older schema, a truncated value) is skipped: decoding
-    them all at once let one such record stop every round until it left the look-back.
-    The first :data:`SKIPPED_LOGGED` are logged where they are, the rest counted."""
-    events: list[AnomalyEvent] = []
-    skipped = 0
-    for m in messages:
-        try:
-            events.append(msgspec.json.decode(m.value() or b"", type=AnomalyEvent))
-        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            skipped += 1
-            if skipped <= SKIPPED_LOGGED:
-                log.warning(
-                    "record skipped (%s partition %s offset %s): not an anomaly event: %s",
-                    topic,
-                    m.partition(),
-                    m.offset(),
-                    exc,
-                )
-    if skipped > SKIPPED_LOGGED:
-        log.warning(
-            "%d records of %s skipped in all: not anomaly events (the first %d logged above)",
-            skipped,
-            topic,
-            SKIPPED_LOGGED,
-        )
-    return events
 
 
 def decode_request(raw: bytes) -> RetrainRequest:
@@ -216,7 +172,7 @@ class TrainerService:
         champion = self.champion()  # loaded once: channels, exclusions, golden gate
         channels = self.channels(champion)
         readings, source = read_topic(s, schemas.iso_ms(start), schemas.iso_ms(now), channels)
-        events = _events(_read(s, s.topics.anomalies, start), s.topics.anomalies)
+        events = anomaly_events(_read(s, s.topics.anomalies, start), s.topics.anomalies)
         feedback, problems = schemas.feedback_events(_read(s, s.topics.feedback, 0))
         for problem in problems:
             log.warning("%s", problem)
@@ -297,30 +253,12 @@ class TrainerService:
         loaded: LoadedModel | None,
         channels: list[str],
     ) -> Callable[[WindowBatch], Exclusions]:
-        """Exclusions from events, feedback and the champion's own alarms (when the
-        champion can score these windows: the same channels, in the same order, and
-        window size), each window judged by its asset's threshold."""
-
-        def exclude(windows: WindowBatch) -> Exclusions:
-            scores = threshold = None
-            if loaded is not None:
-                md = loaded.metadata
-                if list(md.channels) == channels and windows.values.shape[2] == md.window:
-                    scores = np.asarray(loaded.scorer.score(windows.values).scores)
-                    threshold = md.asset_thresholds.values_for(windows.asset_ids)
-            ex = exclusion_mask(
-                windows,
-                events=events,
-                feedback=feedback,
-                champion_scores=scores,
-                champion_threshold=threshold,
-                open_end_ms=now,
-            )
-            if scores is not None and loaded is not None:
-                ex.drift = _drift_report(loaded.metadata, windows, scores)
-            return ex
-
-        return exclude
+        """Exclusions from events, feedback (open ones run to ``now``) and the
+        champion's own alarms: :func:`trainers.exclusions.champion_excluder`, which
+        ``stream-ae retrain --from/--to`` uses too."""
+        return champion_excluder(
+            events, feedback, open_end_ms=now, champion=loaded, channels=channels
+        )
 
     # -- drift ---------------------------------------------------------------------------
 
@@ -343,7 +281,7 @@ class TrainerService:
         windows = to_windows(readings.project(md.channels), model_grid(md, self.settings))
         if not len(windows):
             return {"windows": 0, "drifted": False}
-        return _drift_report(md, windows, np.asarray(loaded.scorer.score(windows.values).scores))
+        return drift_report(md, windows, np.asarray(loaded.scorer.score(windows.values).scores))
 
     def decide_drift(self, report: dict[str, Any], now_ms: int) -> tuple[bool, str]:
         """Whether a drift report starts a round (pure: settings and the time of the

@@ -21,8 +21,9 @@ from stream_ae.registry import CHAMPION_FILE, Registry
 from stream_ae.schemas import AnomalyEvent
 from stream_ae.settings import Settings, load_settings
 from trainers import service as service_mod
+from trainers.exclusions import SKIPPED_LOGGED
 from trainers.retrain import RetrainResult
-from trainers.service import ANNOUNCE_RETRY_S, SKIPPED_LOGGED, RetrainRequest, TrainerService
+from trainers.service import ANNOUNCE_RETRY_S, RetrainRequest, TrainerService
 
 T0 = 1_764_000_000_000
 TOPIC = "maintenance.anomalies"
@@ -117,7 +118,7 @@ def test_records_that_are_not_events_are_skipped_and_named(
     monkeypatch.setattr(
         service_mod, "retrain", lambda *_a, **_k: RetrainResult("v", False, False, {})
     )
-    with caplog.at_level(logging.WARNING, logger="trainers.service"):
+    with caplog.at_level(logging.WARNING, logger="trainers"):
         service.run_once(T0)
     assert [e.asset_id for e in seen[0]] == ["pump-a", "b"]
     logged = [r.getMessage() for r in caplog.records]
