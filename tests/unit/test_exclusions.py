@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from tiny_models import anomaly_event
 
-from stream_ae.schemas import AnomalyEvent, FeedbackEvent
+from stream_ae.schemas import FeedbackEvent
 from stream_ae.windowing import WindowBatch
 from trainers.exclusions import exclusion_mask, feedback_intervals, overlaps
 
@@ -14,24 +15,6 @@ def _windows(asset: str, starts: list[int], size: int = 10) -> WindowBatch:
     n = len(s)
     return WindowBatch(
         [asset] * n, np.zeros(n, np.int64), s, s + size, np.zeros((n, 1, 2), np.float32)
-    )
-
-
-def _event(asset: str, start: int, end: int) -> AnomalyEvent:
-    return AnomalyEvent(
-        event_id=f"{asset}-{start}",
-        asset_id=asset,
-        window_start_ms=start,
-        window_end_ms=end,
-        window_start="",
-        window_end="",
-        score=2.0,
-        threshold=1.0,
-        score_ratio=2.0,
-        severity="high",
-        top_channels=[],
-        model_version="v1",
-        detected_at="",
     )
 
 
@@ -50,7 +33,7 @@ def test_a_long_interval_hides_behind_a_later_short_one() -> None:
 
 def test_events_maintenance_and_champion_alarms_are_excluded_false_alarms_are_not() -> None:
     w = _windows("a", [0, 10, 20, 30, 40, 50])
-    events = [_event("a", 10, 20), _event("a", 40, 50)]
+    events = [anomaly_event("a", 10, 20), anomaly_event("a", 40, 50)]
     feedback = [
         FeedbackEvent(asset_id="a", kind="false_alarm", start_ms=40, end_ms=50),
         FeedbackEvent(asset_id="a", kind="maintenance_start", start_ms=22),

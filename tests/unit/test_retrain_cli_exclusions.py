@@ -10,11 +10,12 @@ from typing import Any
 
 import msgspec
 import pytest
+from tiny_models import anomaly_event
 
 from stream_ae.errors import DataError
 from stream_ae.readings_io import Readings, readings_from_arrays
 from stream_ae.registry import Registry
-from stream_ae.schemas import AnomalyEvent, FeedbackEvent
+from stream_ae.schemas import FeedbackEvent
 from stream_ae.simulate import Simulator, write_csv
 
 T0 = 1_764_000_000_000
@@ -50,24 +51,6 @@ class _Message:
 
     def offset(self) -> int:
         return self._offset
-
-
-def _event(asset: str, start: int, end: int) -> AnomalyEvent:
-    return AnomalyEvent(
-        event_id=f"{asset}-{start}",
-        asset_id=asset,
-        window_start_ms=start,
-        window_end_ms=end,
-        window_start="",
-        window_end="",
-        score=2.0,
-        threshold=1.0,
-        score_ratio=2.0,
-        severity="high",
-        top_channels=[],
-        model_version="v1",
-        detected_at="",
-    )
 
 
 def _fake_broker(
@@ -117,7 +100,7 @@ def test_a_topic_range_leaves_out_events_and_maintenance_and_says_how_much(
         monkeypatch,
         readings,
         {
-            "maintenance.anomalies": [_event(a, T0, T0 + 20_000)],
+            "maintenance.anomalies": [anomaly_event(a, T0, T0 + 20_000)],
             "maintenance.feedback": [
                 FeedbackEvent(asset_id=b, kind="maintenance", start_ms=T0, end_ms=T0 + 40_000)
             ],

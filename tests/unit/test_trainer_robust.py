@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from tiny_models import tiny_artifact
+from tiny_models import anomaly_event, tiny_artifact
 
 from stream_ae.decide.threshold import ThresholdSpec
 from stream_ae.errors import KafkaIOError
@@ -52,23 +52,7 @@ class Record:
 
 
 def _event(asset: str) -> bytes:
-    return msgspec.json.encode(
-        AnomalyEvent(
-            event_id=f"{asset}-0",
-            asset_id=asset,
-            window_start_ms=0,
-            window_end_ms=1600,
-            window_start="",
-            window_end="",
-            score=2.0,
-            threshold=1.0,
-            score_ratio=2.0,
-            severity="high",
-            top_channels=[],
-            model_version="v1",
-            detected_at="",
-        )
-    )
+    return msgspec.json.encode(anomaly_event(asset, 0, 1600))
 
 
 def _settings(registry: Path) -> Settings:

@@ -15,6 +15,7 @@ from stream_ae.decide.threshold import ThresholdSpec
 from stream_ae.model.artifact import TrainedModel, new_metadata, save_artifact
 from stream_ae.model.autoencoders import build_model
 from stream_ae.model.scaler import ChannelScaler
+from stream_ae.schemas import AnomalyEvent
 
 HPARAMS = {"hidden": 4, "latent": 2}
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -53,3 +54,23 @@ def tiny_artifact(
     if threshold_section is not None:
         meta = meta.model_copy(update={"threshold": dict(threshold_section)})
     return save_artifact(TrainedModel(model, scaler, meta), out_dir)
+
+
+def anomaly_event(asset: str, start_ms: int, end_ms: int) -> AnomalyEvent:
+    """A minimal anomaly event of ``asset`` for ``[start_ms, end_ms)`` (id
+    ``<asset>-<start>``), as the exclusions and the trainer read them."""
+    return AnomalyEvent(
+        event_id=f"{asset}-{start_ms}",
+        asset_id=asset,
+        window_start_ms=start_ms,
+        window_end_ms=end_ms,
+        window_start="",
+        window_end="",
+        score=2.0,
+        threshold=1.0,
+        score_ratio=2.0,
+        severity="high",
+        top_channels=[],
+        model_version="v1",
+        detected_at="",
+    )
