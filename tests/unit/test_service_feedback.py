@@ -9,15 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import numpy as np
 import pytest
+from tiny_models import unscored_binding
 
-from stream_ae.decide.events import Decider
-from stream_ae.pipeline import ModelBinding
 from stream_ae.schemas import FeedbackEvent
 from stream_ae.service import ScorerService
 from stream_ae.settings import load_settings
-from stream_ae.windowing import GridSpec
 
 T0 = 1_700_000_000_000
 
@@ -53,14 +50,7 @@ class Follower:
 
 
 def service(**flags: dict[str, Any]) -> ScorerService:
-    decider = Decider(threshold=5.0, model_version="v1", channels=["a", "b"])
-    spec = GridSpec(period_ms=1000, size=4, hop=2, lateness_ms=0, fill_limit=0, n_channels=2)
-    binding = ModelBinding(
-        scorer=None,  # type: ignore[arg-type]  # nothing is scored here
-        decider=decider,
-        spec=spec,
-        reference_mean=np.array([1.0, 1.0]),
-    )
+    binding = unscored_binding()
     return ScorerService(load_settings(flags=flags), binding)
 
 

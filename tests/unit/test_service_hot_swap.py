@@ -9,18 +9,15 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
+from tiny_models import unscored_binding
 
 from stream_ae import schemas
 from stream_ae import service as service_mod
-from stream_ae.decide.events import Decider
 from stream_ae.errors import ArtifactError
 from stream_ae.model import artifact as artifact_mod
-from stream_ae.pipeline import ModelBinding
 from stream_ae.service import SWAP_RETRIES, SWAP_RETRY_S, ScorerService
 from stream_ae.settings import load_settings
-from stream_ae.windowing import GridSpec
 
 SHA = "ab" * 32
 
@@ -59,14 +56,7 @@ class Loader:
 
 
 def _service(monkeypatch: pytest.MonkeyPatch, raw: bytes, loader: Loader) -> ScorerService:
-    decider = Decider(threshold=5.0, model_version="v1", channels=["a", "b"])
-    spec = GridSpec(period_ms=1000, size=4, hop=2, lateness_ms=0, fill_limit=0, n_channels=2)
-    binding = ModelBinding(
-        scorer=None,  # type: ignore[arg-type]  # nothing is scored here
-        decider=decider,
-        spec=spec,
-        reference_mean=np.array([1.0, 1.0]),
-    )
+    binding = unscored_binding()
     service = ScorerService(load_settings(), binding)
     service._watcher = Watcher(raw)  # type: ignore[assignment]
     monkeypatch.setattr(artifact_mod, "load_artifact", loader)

@@ -10,18 +10,16 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import msgspec
-import numpy as np
 import pytest
+from tiny_models import unscored_binding
 
 from stream_ae import service as service_mod
-from stream_ae.decide.events import Decider
 from stream_ae.decide.persistence import Persistence
 from stream_ae.errors import KafkaIOError
 from stream_ae.io.kafka import TransactionFailed
-from stream_ae.pipeline import AssetState, ModelBinding
+from stream_ae.pipeline import AssetState
 from stream_ae.service import ScorerService
 from stream_ae.settings import load_settings
-from stream_ae.windowing import GridSpec
 from stream_ae.windowing.rebaseline import BaselineState
 
 CHANNELS = ["a", "b"]
@@ -49,16 +47,7 @@ def _service(
     settings = load_settings(
         flags={"model": {"rebaseline_s": 4.0}, "scorer": {"exactly_once": exactly_once}}
     )
-    decider = Decider(
-        threshold=5.0, model_version="v1", channels=CHANNELS, persistence=Persistence(k=2, n=3)
-    )
-    spec = GridSpec(period_ms=1000, size=4, hop=2, lateness_ms=0, fill_limit=0, n_channels=2)
-    binding = ModelBinding(
-        scorer=None,  # type: ignore[arg-type]  # nothing is scored here
-        decider=decider,
-        spec=spec,
-        reference_mean=np.array([1.0, 1.0]),
-    )
+    binding = unscored_binding(Persistence(k=2, n=3))
     service = ScorerService(settings, binding)
     monkeypatch.setattr(service_mod, "read_range", lambda *_a, **_k: iter([records]))
     return service

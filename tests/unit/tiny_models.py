@@ -11,11 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from stream_ae.decide.events import Decider
+from stream_ae.decide.persistence import Persistence
 from stream_ae.decide.threshold import ThresholdSpec
 from stream_ae.model.artifact import TrainedModel, new_metadata, save_artifact
 from stream_ae.model.autoencoders import build_model
 from stream_ae.model.scaler import ChannelScaler
+from stream_ae.pipeline import ModelBinding
 from stream_ae.schemas import AnomalyEvent
+from stream_ae.windowing import GridSpec
 
 HPARAMS = {"hidden": 4, "latent": 2}
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -73,4 +77,19 @@ def anomaly_event(asset: str, start_ms: int, end_ms: int) -> AnomalyEvent:
         top_channels=[],
         model_version="v1",
         detected_at="",
+    )
+
+
+def unscored_binding(persistence: Persistence | None = None) -> ModelBinding:
+    """A model binding for tests of the scorer service's wiring without Kafka and
+    without scoring (no scorer): channels a, b; W = 4, H = 2, 1 s period."""
+    decider = Decider(
+        threshold=5.0, model_version="v1", channels=["a", "b"], persistence=persistence
+    )
+    spec = GridSpec(period_ms=1000, size=4, hop=2, lateness_ms=0, fill_limit=0, n_channels=2)
+    return ModelBinding(
+        scorer=None,  # type: ignore[arg-type]  # nothing is scored here
+        decider=decider,
+        spec=spec,
+        reference_mean=np.array([1.0, 1.0]),
     )
