@@ -103,6 +103,10 @@ from stream_ae.durable import fsync_dir, write_synced
 from stream_ae.errors import ArtifactError, ConfigError, StreamAEError
 from stream_ae.model.artifact import (
     METADATA_FILE,
+    REGISTRY_CHAMPION_FILE,
+    REGISTRY_DECISIONS_FILE,
+    REGISTRY_LOCK_FILE,
+    REGISTRY_VERSIONS_DIR,
     WEIGHTS_FILE,
     ArtifactMetadata,
     load_artifact,
@@ -131,10 +135,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-VERSIONS_DIR = "versions"
-CHAMPION_FILE = "CHAMPION"
-DECISIONS_FILE = "decisions.jsonl"
-LOCK_FILE = ".lock"
+VERSIONS_DIR = REGISTRY_VERSIONS_DIR
+CHAMPION_FILE = REGISTRY_CHAMPION_FILE
+DECISIONS_FILE = REGISTRY_DECISIONS_FILE
+LOCK_FILE = REGISTRY_LOCK_FILE
 REPORT_FILE = "report.json"
 
 _TMP_PREFIX = ".tmp-"

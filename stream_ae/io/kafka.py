@@ -40,6 +40,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -117,26 +118,33 @@ def log_held_back() -> None:
             f.flush(librdkafka_log)
 
 
+#: librdkafka property -> the KafkaSettings field it comes from (:func:`client_config`;
+#: a refused property is named by its field, :func:`_client_settings_error`)
+_PROPERTY_FIELDS = {
+    "bootstrap.servers": "bootstrap_servers",
+    "client.id": "client_id",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+}
+#: another name librdkafka accepts for a property above
+_PROPERTY_ALIASES = {"sasl.mechanisms": "sasl.mechanism"}
+
+
 def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """librdkafka properties for any client, from the settings tree."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "client.id": kafka.client_id,
-        "security.protocol": kafka.security_protocol,
-        "logger": librdkafka_log,
-    }
-    optional: dict[str, Any] = {
-        "sasl.mechanism": kafka.sasl_mechanism,
-        "sasl.username": kafka.sasl_username,
-        "sasl.password": kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
-        "ssl.ca.location": kafka.ssl_ca_location,
-        "ssl.certificate.location": kafka.ssl_certificate_location,
-        "ssl.key.location": kafka.ssl_key_location,
-        "ssl.key.password": (
-            kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
-        ),
-    }
-    conf.update({k: v for k, v in optional.items() if v is not None})
+    conf: dict[str, Any] = {"logger": librdkafka_log}
+    for prop, name in _PROPERTY_FIELDS.items():
+        value = getattr(kafka, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value() or None
+        if value is not None:
+            conf[prop] = value
     conf.update(kafka.extra)
     conf.update(overrides)
     return conf
@@ -148,21 +156,21 @@ def redacted(conf: dict[str, Any]) -> dict[str, Any]:
     return {k: ("***" if is_secret_property(k) else v) for k, v in conf.items()}
 
 
-#: librdkafka property -> the KafkaSettings field :func:`client_config` sets it from
-_PROPERTY_FIELDS = {
-    "bootstrap.servers": "bootstrap_servers",
-    "client.id": "client_id",
-    "security.protocol": "security_protocol",
-    "sasl.mechanism": "sasl_mechanism",
-    "sasl.mechanisms": "sasl_mechanism",
-    "sasl.username": "sasl_username",
-    "sasl.password": "sasl_password",
-    "ssl.ca.location": "ssl_ca_location",
-    "ssl.certificate.location": "ssl_certificate_location",
-    "ssl.key.location": "ssl_key_location",
-    "ssl.key.password": "ssl_key_password",
-}
+def _scrubbed(text: str, conf: dict[str, Any]) -> str:
+    """``text`` (librdkafka's, which may quote a value) with every secret value of
+    ``conf`` masked."""
+    for key, value in conf.items():
+        if is_secret_property(key) and isinstance(value, str) and value:
+            text = text.replace(value, "***")
+    return text
+
+
 _PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+")
+
+
+def _field_of(prop: str) -> str | None:
+    """The KafkaSettings field a librdkafka property (or an alias of it) comes from."""
+    return _PROPERTY_FIELDS.get(_PROPERTY_ALIASES.get(prop, prop))
 
 
 def _refused_property(text: str, conf: dict[str, Any]) -> str | None:
@@ -172,7 +180,7 @@ def _refused_property(text: str, conf: dict[str, Any]) -> str | None:
     for m in _PROPERTY_NAME.finditer(text):
         name = m.group()
         quoted = m.start() > 0 and text[m.start() - 1] in "`\"'"
-        if name in conf or name in _PROPERTY_FIELDS or quoted:
+        if name in conf or _field_of(name) is not None or quoted:
             return name
     return "sasl.mechanism" if "sasl mechanism" in text.lower() else None
 
@@ -185,23 +193,20 @@ def _client_settings_error(
     other property). Secret values never appear, even where librdkafka quotes one."""
     err = exc.args[0] if exc.args else None
     text = err.str() if isinstance(err, KafkaError) else str(exc)
-    text = re.sub(r"^Failed to create [\w ]+?: ", "", text)
-    for key, value in conf.items():
-        if is_secret_property(key) and isinstance(value, str) and value:
-            text = text.replace(value, "***")
+    text = _scrubbed(re.sub(r"^Failed to create [\w ]+?: ", "", text), conf)
     prop = _refused_property(text, conf)
     file = conf.get(prop) if prop is not None and prop.endswith(".location") else None
     if isinstance(file, str) and not Path(file).exists():  # librdkafka says "BIO lib"
         text += f" (the file {file} does not exist)"
+    field = None if prop is None or prop in kafka.extra else _field_of(prop)
     if prop is None:
         setting, env = "the kafka settings", "STREAM_AE_KAFKA__*"
-    elif prop in kafka.extra or prop not in _PROPERTY_FIELDS:
+    elif field is None:
         setting, env = f'kafka.extra["{prop}"]', "STREAM_AE_KAFKA__EXTRA"
     else:
-        field = _PROPERTY_FIELDS[prop]
         setting, env = f"kafka.{field}", f"STREAM_AE_KAFKA__{field.upper()}"
     where = f"[kafka] of the settings file or {env}"
-    if prop is not None and prop not in kafka.extra and prop in _PROPERTY_FIELDS:
+    if field is not None:
         where += f" or --set {setting}=..."
     return ConfigError(
         f"cannot create a Kafka {what}: {setting} ({env}): {text}",
@@ -288,10 +293,7 @@ class _AuthWatch:
 def _auth_error(kafka: KafkaSettings, conf: dict[str, Any], err: KafkaError) -> KafkaIOError:
     """A permanent :class:`KafkaIOError` for a refused authentication that names the
     settings to check; no secret value appears in it."""
-    text = _AFTER.sub("", err.str())
-    for key, value in conf.items():
-        if is_secret_property(key) and isinstance(value, str) and value:
-            text = text.replace(value, "***")
+    text = _scrubbed(_AFTER.sub("", err.str()), conf)
     who = f" as {kafka.sasl_username!r}" if kafka.sasl_username else ""
     how = f"kafka.security_protocol={kafka.security_protocol}"
     if kafka.sasl_mechanism:

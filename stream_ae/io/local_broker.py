@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -435,21 +435,35 @@ def _listener_of(port: int) -> str | None:
     return None
 
 
-def _check_ports(cfg: BrokerConfig) -> None:
-    ports = [
-        (cfg.port, "port", "client (PLAINTEXT)", "; clients then need kafka.bootstrap_servers"),
-        (cfg.controller_port, "controller_port", "KRaft controller", ""),
+class _Listener(NamedTuple):
+    setting: str  # the local_broker setting of its port
+    port: int
+    role: str
+    also: str  # what else changes with the port (for the hint)
+
+
+def _listeners(cfg: BrokerConfig) -> list[_Listener]:
+    """The listeners the broker opens, each with the setting of its port."""
+    out = [
+        _Listener(
+            "port", cfg.port, "client (PLAINTEXT)", "; clients then need kafka.bootstrap_servers"
+        ),
+        _Listener("controller_port", cfg.controller_port, "KRaft controller", ""),
     ]
     if cfg.sasl_port is not None:
-        ports.append(
-            (
-                cfg.sasl_port,
+        out.append(
+            _Listener(
                 "sasl_port",
+                cfg.sasl_port,
                 "client (SASL_PLAINTEXT)",
                 "; SASL clients then need kafka.bootstrap_servers",
             )
         )
-    for port, setting, role, also in ports:
+    return out
+
+
+def _check_ports(cfg: BrokerConfig) -> None:
+    for setting, port, role, also in _listeners(cfg):
         if _port_busy(cfg.host, port):
             who = _listener_of(port) or "another process"
             stop_it = (
@@ -475,9 +489,7 @@ def _validate(cfg: BrokerConfig) -> None:
     def bad(what: str, hint: str) -> BrokerError:
         return BrokerError(f"invalid local broker setting: {what}", hint=hint)
 
-    ports = {"port": cfg.port, "controller_port": cfg.controller_port}
-    if cfg.sasl_port is not None:
-        ports["sasl_port"] = cfg.sasl_port
+    ports = {listener.setting: listener.port for listener in _listeners(cfg)}
     for name, value in ports.items():
         if not 0 < value < 65536:
             raise bad(f"{name}={value}", "use a TCP port between 1 and 65535")
@@ -795,16 +807,10 @@ def _failure_hint(cfg: BrokerConfig, tails: str) -> str:
         if any(word in line for word in ("ERROR", "FATAL", "Exception", "Error", "rror:"))
     )
     if "Address already in use" in text or "BindException" in text:
-        if cfg.sasl_port is None:
-            return (
-                f"port {cfg.port} or {cfg.controller_port} on {cfg.host} is taken; free it or "
-                "change the `local_broker.port` / `local_broker.controller_port` setting"
-            )
-        return (
-            f"port {cfg.port}, {cfg.controller_port} or {cfg.sasl_port} on {cfg.host} is "
-            "taken; free it or change the `local_broker.port` / `local_broker.controller_port` "
-            "/ `local_broker.sasl_port` setting"
-        )
+        *first, last = _listeners(cfg)
+        ports = f"{', '.join(str(listener.port) for listener in first)} or {last.port}"
+        settings = " / ".join(f"`local_broker.{lst.setting}`" for lst in (*first, last))
+        return f"port {ports} on {cfg.host} is taken; free it or change the {settings} setting"
     if "UnsupportedClassVersionError" in text:
         return "Kafka 4 needs Java 17 or newer; install it or point JAVA_HOME at it"
     data_markers = (

@@ -376,12 +376,14 @@ def write_current_pointer(out_dir: Path, version: str | Path) -> Path:
 
 
 #: A model registry's layout (stream_ae/registry.py: ``<root>/versions/<version>/``, a
-#: ``CHAMPION`` file naming the version to serve, ``decisions.jsonl``, ``.lock``),
-#: repeated here because stream_ae.registry imports this module: a scorer's
+#: ``CHAMPION`` file naming the version to serve, ``decisions.jsonl``, ``.lock``). The
+#: names live here, not in stream_ae.registry, which imports this module: a scorer's
 #: ``model.path`` may name a registry, and loading follows its champion.
 REGISTRY_VERSIONS_DIR = "versions"
 REGISTRY_CHAMPION_FILE = "CHAMPION"
-_REGISTRY_MARKERS = (REGISTRY_CHAMPION_FILE, "decisions.jsonl", ".lock")
+REGISTRY_DECISIONS_FILE = "decisions.jsonl"
+REGISTRY_LOCK_FILE = ".lock"
+_REGISTRY_MARKERS = (REGISTRY_CHAMPION_FILE, REGISTRY_DECISIONS_FILE, REGISTRY_LOCK_FILE)
 _PROMOTE_HINT = "promote one: stream-ae models promote VERSION (see stream-ae models list)"
 
 
